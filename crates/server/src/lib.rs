@@ -1,1 +1,267 @@
-//! placeholder
+//! The `shoal` server: listeners, the connection loop, and the executor that
+//! answers memcache requests from the local store.
+//!
+//! - [`config`]: the command line (memcached's flags plus cluster flags).
+//! - [`run`]: serves already-bound listeners until a shutdown future
+//!   resolves, so tests bind `127.0.0.1:0` and never sleep for start-up.
+//! - `conn`: one task per connection; parses every whole request in the read
+//!   buffer, answers them all, and writes the answers in one vectored write.
+//! - `exec`: turns one decoded [`protocol::Request`] into store calls and
+//!   encoded answers; it never touches a socket.
+//! - `stats`: memcached's `stats` groups with memcached's field names.
+
+pub mod config;
+mod conn;
+mod exec;
+mod stats;
+
+use std::future::Future;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+pub use config::Config;
+
+/// What a node needs to serve, beyond its listeners.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub memory_limit: usize,
+    pub max_item_size: usize,
+    pub conn_limit: usize,
+    pub disable_flush: bool,
+    pub threads: u16,
+    /// Interval of the background expiry sweep.
+    pub sweep_interval: Duration,
+    /// How long a graceful shutdown waits for connections to finish.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            memory_limit: 64 << 20,
+            max_item_size: 1 << 20,
+            conn_limit: 1024,
+            disable_flush: false,
+            threads: 4,
+            sweep_interval: Duration::from_secs(1),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl From<&Config> for Settings {
+    fn from(c: &Config) -> Self {
+        Settings {
+            memory_limit: c.memory_limit,
+            max_item_size: c.max_item_size,
+            conn_limit: c.conn_limit,
+            disable_flush: c.disable_flush,
+            threads: c.threads,
+            ..Settings::default()
+        }
+    }
+}
+
+/// The sockets a node serves on, bound by the caller.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub tcp: Option<TcpListener>,
+    /// A unix socket and its path, removed when the node stops.
+    pub unix: Option<(UnixListener, PathBuf)>,
+}
+
+/// Counters the connection loop keeps, read by `stats`.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub curr_connections: AtomicUsize,
+    pub total_connections: AtomicU64,
+    pub rejected_connections: AtomicU64,
+    pub bytes_read: AtomicU64,
+    pub bytes_written: AtomicU64,
+    pub cmd_get: AtomicU64,
+    pub cmd_set: AtomicU64,
+    pub cmd_touch: AtomicU64,
+    pub cmd_flush: AtomicU64,
+    pub auth_cmds: AtomicU64,
+}
+
+/// State shared by every connection of one node.
+pub(crate) struct Node {
+    pub store: store::Store,
+    pub settings: Settings,
+    pub limits: protocol::Limits,
+    pub counters: Counters,
+    pub started: Instant,
+    /// Set once the "auth is off" warning was logged.
+    pub warned_auth_off: AtomicBool,
+}
+
+impl Node {
+    pub fn new(settings: Settings) -> Self {
+        let store = store::Store::new(store::Config {
+            memory_limit: settings.memory_limit,
+            max_item_size: settings.max_item_size,
+            ..store::Config::default()
+        });
+        let limits = protocol::Limits {
+            max_value_len: settings.max_item_size,
+            ..protocol::Limits::default()
+        };
+        Node {
+            store,
+            settings,
+            limits,
+            counters: Counters::default(),
+            started: Instant::now(),
+            warned_auth_off: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Serve `listeners` until `shutdown` resolves, then stop accepting, let open
+/// connections finish the requests they have (up to the drain timeout), and
+/// return.
+///
+/// # Errors
+/// Only if the listeners cannot be used at all; per-connection errors are
+/// logged and cost only that connection.
+pub async fn run(
+    listeners: Listeners,
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let node = Arc::new(Node::new(settings));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let slots = Arc::new(Semaphore::new(node.settings.conn_limit));
+    let mut tasks = JoinSet::new();
+
+    let sweeper = tokio::spawn(sweep_loop(node.clone(), stop_rx.clone()));
+    let Listeners { tcp, unix } = listeners;
+    let unix_path = unix.as_ref().map(|(_, p)| p.clone());
+    if let Some(tcp) = tcp {
+        tasks.spawn(accept_loop(
+            tcp,
+            node.clone(),
+            slots.clone(),
+            stop_rx.clone(),
+        ));
+    }
+    if let Some((unix, _)) = unix {
+        tasks.spawn(accept_loop(
+            unix,
+            node.clone(),
+            slots.clone(),
+            stop_rx.clone(),
+        ));
+    }
+
+    shutdown.await;
+    info!("shutting down: no new connections, draining open ones");
+    let _ = stop_tx.send(true);
+    let drained = tokio::time::timeout(node.settings.drain_timeout, async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        warn!("drain timeout: closing the remaining connections");
+        tasks.abort_all();
+    }
+    sweeper.abort();
+    if let Some(path) = unix_path {
+        let _ = std::fs::remove_file(path);
+    }
+    Ok(())
+}
+
+/// Expire items in the background, so expired items that nobody asks for do
+/// not hold memory until they are evicted.
+async fn sweep_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(node.settings.sweep_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                node.store.sweep(SWEEP_BUDGET);
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Items looked at per shard per sweep: bounded, so a sweep holds each shard
+/// lock only briefly.
+const SWEEP_BUDGET: usize = 1000;
+
+/// The reply memcached sends a connection over the limit before closing it.
+const TOO_MANY_CONNECTIONS: &[u8] = b"ERROR Too many open connections\r\n";
+
+/// A listening socket the accept loop can take connections from.
+trait Listener: Send + 'static {
+    type Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static;
+    fn accept(&self) -> impl Future<Output = io::Result<Self::Stream>> + Send;
+}
+
+impl Listener for TcpListener {
+    type Stream = TcpStream;
+    async fn accept(&self) -> io::Result<TcpStream> {
+        let (stream, _) = TcpListener::accept(self).await?;
+        // Answers are written whole; Nagle would only delay them.
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+impl Listener for UnixListener {
+    type Stream = UnixStream;
+    async fn accept(&self) -> io::Result<UnixStream> {
+        UnixListener::accept(self).await.map(|(stream, _)| stream)
+    }
+}
+
+async fn accept_loop<L: Listener>(
+    listener: L,
+    node: Arc<Node>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let stream = match accepted {
+            Ok(stream) => stream,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            node.counters
+                .rejected_connections
+                .fetch_add(1, Ordering::Relaxed);
+            conns.spawn(conn::reject(stream, TOO_MANY_CONNECTIONS));
+            continue;
+        };
+        let node = node.clone();
+        let stop = stop.clone();
+        conns.spawn(async move {
+            conn::serve(stream, &node, stop).await;
+            drop(permit);
+        });
+    }
+    while conns.join_next().await.is_some() {}
+}

@@ -1,0 +1,177 @@
+//! One client connection: read, answer every whole request, write once.
+//!
+//! Requests are decoded straight out of the read buffer; a pipeline of them
+//! is answered in one pass and the answers leave in one vectored write, so a
+//! client sending 16 gets at once costs one read and one write.
+
+use std::io::{self, IoSlice};
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, BytesMut};
+use protocol::{Decode, OutBuf, Response};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::Node;
+use crate::exec::{self, After};
+
+/// Read buffer size for an idle connection, and the least spare room offered
+/// to each read.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// Answers pending past this many bytes are written before more requests are
+/// decoded, so a client that pipelines without reading cannot grow the output
+/// without bound.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+
+/// A read buffer grown past this (by a large value) is given back once empty.
+const READ_SHRINK: usize = 4 * READ_CHUNK;
+
+/// Most iovecs handed to one vectored write.
+const MAX_IOV: usize = 64;
+
+/// Serve one client until it closes, errs, or the node shuts down.
+pub(crate) async fn serve<S>(mut stream: S, node: &Node, stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let counters = &node.counters;
+    counters.curr_connections.fetch_add(1, Ordering::Relaxed);
+    counters.total_connections.fetch_add(1, Ordering::Relaxed);
+    let mut conn = Conn {
+        rbuf: BytesMut::with_capacity(READ_CHUNK),
+        out: OutBuf::new(),
+        swallow: 0,
+    };
+    if let Err(e) = conn.run(&mut stream, node, stop).await {
+        debug!("connection closed: {e}");
+    }
+    counters.curr_connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// Tell a client over the connection limit why, then close.
+pub(crate) async fn reject<S: AsyncWrite + Unpin>(mut stream: S, why: &'static [u8]) {
+    let _ = stream.write_all(why).await;
+    let _ = stream.shutdown().await;
+}
+
+struct Conn {
+    rbuf: BytesMut,
+    out: OutBuf,
+    /// Payload bytes still to discard (a value refused as too large).
+    swallow: usize,
+}
+
+/// Why `process` stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Next {
+    /// The buffer holds no whole request: read more.
+    Read,
+    /// Output reached the high-water mark: write, then decode again.
+    Write,
+    /// Write what is pending, then close.
+    Close,
+}
+
+impl Conn {
+    async fn run<S>(
+        &mut self,
+        stream: &mut S,
+        node: &Node,
+        mut stop: watch::Receiver<bool>,
+    ) -> io::Result<()>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        loop {
+            let next = self.process(node);
+            if !self.out.is_empty() {
+                let written = self.out.len();
+                write_out(stream, &mut self.out).await?;
+                node.counters
+                    .bytes_written
+                    .fetch_add(written as u64, Ordering::Relaxed);
+            }
+            match next {
+                Next::Close => return stream.shutdown().await,
+                Next::Write => continue,
+                Next::Read => {}
+            }
+            if self.rbuf.is_empty() && self.rbuf.capacity() > READ_SHRINK {
+                self.rbuf = BytesMut::with_capacity(READ_CHUNK);
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            let n = tokio::select! {
+                n = stream.read_buf(&mut self.rbuf) => n?,
+                _ = stop.changed() => return Ok(()),
+            };
+            if n == 0 {
+                return Ok(());
+            }
+            node.counters
+                .bytes_read
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+    }
+
+    /// Answer every whole request in the read buffer.
+    fn process(&mut self, node: &Node) -> Next {
+        let Conn { rbuf, out, swallow } = self;
+        let mut pos = 0;
+        let next = loop {
+            if *swallow > 0 {
+                let n = (*swallow).min(rbuf.len() - pos);
+                pos += n;
+                *swallow -= n;
+                if *swallow > 0 {
+                    break Next::Read;
+                }
+            }
+            if out.len() >= OUT_HIGH_WATER {
+                break Next::Write;
+            }
+            match protocol::decode(&rbuf[pos..], &node.limits) {
+                Decode::Incomplete => break Next::Read,
+                Decode::Request { request, consumed } => {
+                    pos += consumed;
+                    match exec::execute(node, &request, out) {
+                        After::Continue => {}
+                        After::Swallow(n) => *swallow = n,
+                        After::Close => break Next::Close,
+                    }
+                }
+                Decode::Invalid {
+                    error,
+                    reply,
+                    consumed,
+                    close,
+                } => {
+                    protocol::encode(&reply, &Response::Error(error), out);
+                    pos += consumed;
+                    if close {
+                        break Next::Close;
+                    }
+                }
+            }
+        };
+        rbuf.advance(pos);
+        next
+    }
+}
+
+/// Write everything pending, in vectored writes.
+async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut OutBuf) -> io::Result<()> {
+    while !out.is_empty() {
+        let written = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.io_slices(&mut slices);
+            stream.write_vectored(&slices[..n]).await?
+        };
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        out.advance(written);
+    }
+    Ok(())
+}
