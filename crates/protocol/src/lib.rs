@@ -24,7 +24,7 @@ pub mod text;
 use std::borrow::Cow;
 
 pub use bytes::Bytes;
-pub use out::OutBuf;
+pub use out::{OutBuf, ZERO_COPY_MIN};
 
 /// Longest key memcached accepts, in bytes.
 pub const MAX_KEY_LEN: usize = 250;
@@ -106,10 +106,13 @@ pub enum Command<'a> {
         cas: u64,
     },
     /// A storage command whose value is over [`Limits::max_value_len`]: the
-    /// connection discards the next `swallow` bytes, answers "too large", and
-    /// removes the key's old value, as memcached does.
+    /// connection discards the next `swallow` bytes and answers "too large".
+    /// A plain set (no CAS) also removes the key's old value, as memcached
+    /// does, so a failed set never leaves stale data.
     TooLarge {
+        mode: StoreMode,
         key: &'a [u8],
+        cas: u64,
         swallow: usize,
     },
     /// `delete`, binary delete, `md`. `cas` of 0 means "no compare".
@@ -243,7 +246,8 @@ pub enum TextVerb {
 pub struct MetaReply<'a> {
     pub verb: MetaVerb,
     /// `q`: suppress the "nothing interesting" answer (EN for mg, HD for
-    /// ms/md/ma, NF for md); errors and hits are still sent.
+    /// ms/md/ma); errors, hits, NS/EX/NF are still sent (memcached 1.6.18
+    /// sends md's NF too).
     pub quiet: bool,
     /// `O<token>`: echoed back as `O<token>`.
     pub opaque: Option<&'a [u8]>,
@@ -263,6 +267,9 @@ pub struct MetaReply<'a> {
     pub hit_before: bool,
     /// `l`: return seconds since last access as `l<secs>`.
     pub last_access: bool,
+    /// The key for `k` on answers that carry none (ms/md/ma), and the order
+    /// the return flags were asked in, which memcached answers them in.
+    pub echo: text::MetaEcho<'a>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -298,13 +305,20 @@ pub enum Response<'a> {
     /// The end of a get's or stats' answers (text `END`, binary stats' empty
     /// packet; nothing for binary and meta gets).
     End,
-    Stored,
+    /// Stored, with the item's new CAS (binary answers carry it).
+    Stored {
+        cas: u64,
+    },
     NotStored,
     /// The CAS did not match.
     Exists,
     NotFound,
     Deleted,
-    Touched,
+    /// Touched; binary answers carry the item's flags and CAS.
+    Touched {
+        flags: u32,
+        cas: u64,
+    },
     /// The new value of an incr/decr, and the item's CAS.
     Number {
         value: u64,
@@ -389,6 +403,10 @@ pub enum Error {
     /// Text `CLIENT_ERROR unauthenticated`; binary 0x20 auth error.
     #[error("authentication failed")]
     AuthFailed,
+    /// flush_all refused by `-F`: text `CLIENT_ERROR flush_all not allowed`;
+    /// binary 0x20, as memcached answers.
+    #[error("flush_all not allowed")]
+    FlushDisabled,
     /// Text `SERVER_ERROR <msg>`; binary 0x86 temporary failure. For a
     /// request that may succeed later (a node not yet ready, a dead peer).
     #[error("SERVER_ERROR {0}")]
@@ -413,7 +431,7 @@ impl Error {
             Error::TooLarge => binary::status::VALUE_TOO_LARGE,
             Error::OutOfMemory => binary::status::OUT_OF_MEMORY,
             Error::NonNumeric => binary::status::NON_NUMERIC,
-            Error::AuthFailed => binary::status::AUTH_ERROR,
+            Error::AuthFailed | Error::FlushDisabled => binary::status::AUTH_ERROR,
             Error::Unavailable(_) => binary::status::TEMPORARY_FAILURE,
         }
     }
@@ -430,6 +448,7 @@ impl Error {
                 Cow::Borrowed("CLIENT_ERROR cannot increment or decrement non-numeric value")
             }
             Error::AuthFailed => Cow::Borrowed("CLIENT_ERROR authentication failure"),
+            Error::FlushDisabled => Cow::Borrowed("CLIENT_ERROR flush_all not allowed"),
         }
     }
 }

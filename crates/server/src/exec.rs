@@ -81,9 +81,16 @@ pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> A
                 },
             );
         }
-        Command::TooLarge { key, swallow } => {
+        Command::TooLarge {
+            mode,
+            key,
+            cas,
+            swallow,
+        } => {
             counters.cmd_set.fetch_add(1, Ordering::Relaxed);
-            store.remove(key);
+            if *mode == StoreMode::Set && *cas == 0 {
+                store.remove(key);
+            }
             answer(Response::Error(Error::TooLarge));
             return After::Swallow(*swallow);
         }
@@ -113,15 +120,17 @@ pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> A
         }
         Command::Touch { key, exptime } => {
             counters.cmd_touch.fetch_add(1, Ordering::Relaxed);
-            answer(if store.touch(key, *exptime) {
-                Response::Touched
-            } else {
-                Response::NotFound
+            answer(match store.get_and_touch(key, *exptime) {
+                Some(found) => Response::Touched {
+                    flags: found.item.flags(),
+                    cas: found.item.cas(),
+                },
+                None => Response::NotFound,
             });
         }
         Command::FlushAll { delay } => {
             if node.settings.disable_flush {
-                answer(Response::Error(Error::client("flush_all not allowed")));
+                answer(Response::Error(Error::FlushDisabled));
             } else {
                 counters.cmd_flush.fetch_add(1, Ordering::Relaxed);
                 store.flush_all(*delay);
