@@ -177,3 +177,19 @@ fn shutdown_stops_serving() {
     assert_eq!(c.read_to_close(), b"");
     assert!(std::net::TcpStream::connect(addr).is_err());
 }
+
+/// libmemcached's own conformance checker, text and binary, must pass.
+#[test]
+fn memccapable_passes() {
+    let shoal = Shoal::start();
+    let out = std::process::Command::new("memccapable")
+        .args(["-h", "127.0.0.1", "-p", &shoal.addr.port().to_string()])
+        .output()
+        .expect("running memccapable (install Debian's libmemcached-tools)");
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && report.contains("All tests passed"),
+        "memccapable failed:\n{report}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
