@@ -161,7 +161,7 @@ pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> A
                     found.last_access,
                     item.cas(),
                     if found.fetched { "yes" } else { "no" },
-                    store::Store::item_size(item.key().len(), item.value().len()),
+                    item.total_size(),
                 );
                 answer(Response::Debug {
                     key,
