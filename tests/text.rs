@@ -39,6 +39,10 @@ fn cases() -> Vec<(&'static str, Vec<u8>)> {
         ("gat and gats", b"set k 3 0 1\r\nx\r\ngat 100 k nope\r\ngats 100 k\r\n".to_vec()),
         ("negative exptime is already expired", b"set k 0 -1 1\r\nx\r\nget k\r\n".to_vec()),
         ("absolute exptime in the past", b"set k 0 1000000000 1\r\nx\r\nget k\r\n".to_vec()),
+        // libmemcached sends Django's timeout=0 as -1 in 32 bits.
+        ("exptime 4294967295 is -1", b"set k 0 4294967295 1\r\nx\r\nget k\r\ntouch k 4294967295\r\n".to_vec()),
+        ("exptime past 32 bits wraps", b"set k 0 9999999999 1\r\nx\r\nget k\r\n".to_vec()),
+        ("meta ttl 4294967295 is -1", b"ms k 1 T4294967295\r\nx\r\nmg k v\r\n".to_vec()),
         ("noreply storage", b"set k 0 0 1 noreply\r\na\r\nadd k 0 0 1 noreply\r\nb\r\nget k\r\n".to_vec()),
         ("noreply arithmetic and touch", b"set n 0 0 1\r\n1\r\nincr n 1 noreply\r\ntouch n 10 noreply\r\nget n\r\n".to_vec()),
         ("unknown command", b"bogus\r\n".to_vec()),

@@ -25,7 +25,7 @@ use crate::{
     Request, Response, StoreMode, TextReply, Vivify,
 };
 
-use super::num::{parse_i64, parse_u32, parse_u64};
+use super::num::{parse_exptime, parse_i64, parse_u32, parse_u64};
 use super::{BAD_FORMAT, DataBlock, Input, Tokens, bad_format, client_cas, put_error};
 
 /// What a meta answer echoes that a neutral [`Response`] does not carry: the
@@ -508,11 +508,11 @@ impl<'a> Flags<'a> {
             seen |= 1 << letter;
             match letter {
                 b'b' => f.base64 = true,
-                b'N' => match parse_i64(arg) {
+                b'N' => match parse_exptime(arg) {
                     Some(ttl) => f.vivify = Some(ttl),
                     None => failed = Some(BAD_TOKEN),
                 },
-                b'T' => match parse_i64(arg) {
+                b'T' => match parse_exptime(arg) {
                     Some(ttl) => f.ttl = Some(ttl),
                     None => failed = Some(BAD_TOKEN),
                 },

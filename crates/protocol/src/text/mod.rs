@@ -26,8 +26,9 @@
 //!   `CLIENT_ERROR line too long` and the connection closed (memcached closes
 //!   silently after 2048 bytes without a newline, unless the line is a get);
 //! - numbers too big for their field are refused where memcached truncates
-//!   them to 32 bits (flags `4294967296` would be stored as `0`), and
-//!   exptimes are not truncated to 32 bits either;
+//!   them to 32 bits (flags `4294967296` would be stored as `0`); exptimes
+//!   alone wrap to 32 bits as memcached's do, because libmemcached sends a
+//!   negative timeout as `4294967295`;
 //! - a NUL byte does not end the line (memcached stops reading a line at it);
 //! - `cas` with a CAS unique of `0` is passed on as [`UNMATCHABLE_CAS`], so it
 //!   fails as it does in memcached instead of meaning "no compare".
@@ -172,7 +173,7 @@ impl<'a> Input<'a, '_> {
             let Some(exptime) = tokens.next() else {
                 return self.error(Error::UnknownCommand, verb, false);
             };
-            let Some(exptime) = num::parse_i64(exptime) else {
+            let Some(exptime) = num::parse_exptime(exptime) else {
                 return self.error(Error::client("invalid exptime argument"), verb, false);
             };
             // `gat <exptime>` with no key is answered `END`, as memcached does.
@@ -215,7 +216,7 @@ impl<'a> Input<'a, '_> {
         }
         let (Some(flags), Some(exptime), Some(len)) = (
             num::parse_u32(t[1]),
-            num::parse_i64(t[2]),
+            num::parse_exptime(t[2]),
             num::parse_i64(t[3]),
         ) else {
             return self.error(bad_format(), verb, noreply);
@@ -355,7 +356,7 @@ impl<'a> Input<'a, '_> {
         if key.len() > MAX_KEY_LEN {
             return self.error(bad_format(), verb, noreply);
         }
-        let Some(exptime) = num::parse_i64(t[1]) else {
+        let Some(exptime) = num::parse_exptime(t[1]) else {
             return self.error(Error::client("invalid exptime argument"), verb, noreply);
         };
         self.request(Command::Touch { key, exptime }, verb, noreply)
@@ -370,7 +371,7 @@ impl<'a> Input<'a, '_> {
         }
         let noreply = n > 0 && t[n - 1] == b"noreply";
         let delay = if n > usize::from(noreply) {
-            match num::parse_i64(t[0]) {
+            match num::parse_exptime(t[0]) {
                 Some(delay) => delay.max(0),
                 None => {
                     return self.error(Error::client("invalid exptime argument"), verb, noreply);

@@ -87,9 +87,41 @@ pub(super) fn parse_i64(tok: &[u8]) -> Option<i64> {
     }
 }
 
+/// An exptime or TTL token, as memcached reads it: `safe_strtol` into an
+/// `int32_t`, so values wrap to 32 bits. Clients rely on this: libmemcached
+/// sends a negative timeout (Django's `timeout=0`, "do not cache") as
+/// `4294967295`, which memcached reads as -1, already expired.
+pub(super) fn parse_exptime(tok: &[u8]) -> Option<i64> {
+    parse_i64(tok).map(|v| i64::from(v as i32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exptimes_wrap_to_32_bits_like_memcached() {
+        let cases: &[(&[u8], Option<i64>)] = &[
+            (b"0", Some(0)),
+            (b"100", Some(100)),
+            (b"-1", Some(-1)),
+            (b"2147483647", Some(2147483647)),
+            (b"2147483648", Some(-2147483648)),
+            (b"4294967295", Some(-1)),
+            (b"4294967296", Some(0)),
+            (b"9999999999", Some(1410065407)),
+            (b"99999999999999999999", None),
+            (b"abc", None),
+        ];
+        for (tok, want) in cases {
+            assert_eq!(
+                parse_exptime(tok),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(tok)
+            );
+        }
+    }
 
     #[test]
     fn unsigned_like_safe_strtoull() {

@@ -370,10 +370,14 @@ fn storage() {
                 ok(set(b"k", u32::MAX, -1, b"x"), OTHER),
             ),
             (b"set k +1 -0 1\r\nx\r\n", ok(set(b"k", 1, 0, b"x"), OTHER)),
-            // Not truncated to 32 bits as memcached would (to 1410065407).
+            // Wrapped to 32 bits, as memcached reads exptimes.
             (
                 b"set k 0 9999999999 1\r\nx\r\n",
-                ok(set(b"k", 0, 9_999_999_999, b"x"), OTHER),
+                ok(set(b"k", 0, 1_410_065_407, b"x"), OTHER),
+            ),
+            (
+                b"set k 0 4294967295 1\r\nx\r\n",
+                ok(set(b"k", 0, -1, b"x"), OTHER),
             ),
             (set250, ok(set(k250, 0, 0, b"x"), OTHER)),
             (
