@@ -410,12 +410,12 @@ impl Worker {
         }
         let mut last_sweep = started;
         loop {
-            if let Err(e) = poll.poll(events, Some(SWEEP_EVERY)) {
-                if e.kind() != io::ErrorKind::Interrupted {
-                    eprintln!("shoal-loadgen: poll failed: {e}");
-                    aborted = true;
-                    break;
-                }
+            if let Err(e) = poll.poll(events, Some(SWEEP_EVERY))
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                eprintln!("shoal-loadgen: poll failed: {e}");
+                aborted = true;
+                break;
             }
             let mut cx = Ctx {
                 plan,
