@@ -687,13 +687,7 @@ pub fn encode_meta(reply: &MetaReply<'_>, response: &Response<'_>, out: &mut Out
                 out.put(b"HD\r\n");
             }
         }
-        Response::Debug { key, fields } => {
-            out.put(b"ME ");
-            out.put(key);
-            out.put_u8(b' ');
-            out.put(fields.as_bytes());
-            out.put(b"\r\n");
-        }
+        Response::Debug { key, fields } => super::put_debug(key, fields, out),
         Response::Error(e) => put_error(e, out),
         Response::Version(_)
         | Response::Stat { .. }

@@ -312,19 +312,30 @@ impl<'a> Input<'a, '_> {
         self.request(Command::Delete { key, cas: 0 }, verb, noreply)
     }
 
-    /// `incr|decr <key> <delta> [noreply]`.
-    fn arith(&self, tokens: Tokens<'a>, op: ArithOp) -> Decode<'a> {
+    /// The shape incr/decr and touch share: `<key> <arg> [noreply]` (any
+    /// other third token is ignored, as memcached does).
+    fn key_and_arg(&self, tokens: Tokens<'a>) -> Result<(&'a [u8], &'a [u8], bool), Decode<'a>> {
         let verb = TextVerb::Other;
         let (t, n) = collect::<3>(tokens);
         if n != 2 && n != 3 {
-            return self.error(Error::UnknownCommand, verb, false);
+            return Err(self.error(Error::UnknownCommand, verb, false));
         }
         let noreply = t[n - 1] == b"noreply";
         let key = t[0];
         if key.len() > MAX_KEY_LEN {
-            return self.error(bad_format(), verb, noreply);
+            return Err(self.error(bad_format(), verb, noreply));
         }
-        let Some(delta) = num::parse_u64(t[1]) else {
+        Ok((key, t[1], noreply))
+    }
+
+    /// `incr|decr <key> <delta> [noreply]`.
+    fn arith(&self, tokens: Tokens<'a>, op: ArithOp) -> Decode<'a> {
+        let verb = TextVerb::Other;
+        let (key, delta, noreply) = match self.key_and_arg(tokens) {
+            Ok(parts) => parts,
+            Err(answer) => return answer,
+        };
+        let Some(delta) = num::parse_u64(delta) else {
             return self.error(
                 Error::client("invalid numeric delta argument"),
                 verb,
@@ -347,16 +358,11 @@ impl<'a> Input<'a, '_> {
     /// `touch <key> <exptime> [noreply]`.
     fn touch(&self, tokens: Tokens<'a>) -> Decode<'a> {
         let verb = TextVerb::Other;
-        let (t, n) = collect::<3>(tokens);
-        if n != 2 && n != 3 {
-            return self.error(Error::UnknownCommand, verb, false);
-        }
-        let noreply = t[n - 1] == b"noreply";
-        let key = t[0];
-        if key.len() > MAX_KEY_LEN {
-            return self.error(bad_format(), verb, noreply);
-        }
-        let Some(exptime) = num::parse_exptime(t[1]) else {
+        let (key, exptime, noreply) = match self.key_and_arg(tokens) {
+            Ok(parts) => parts,
+            Err(answer) => return answer,
+        };
+        let Some(exptime) = num::parse_exptime(exptime) else {
             return self.error(Error::client("invalid exptime argument"), verb, noreply);
         };
         self.request(Command::Touch { key, exptime }, verb, noreply)
@@ -547,13 +553,7 @@ pub fn encode(reply: &TextReply, response: &Response<'_>, out: &mut OutBuf) {
             out.put(value.as_bytes());
             out.put(b"\r\n");
         }
-        Response::Debug { key, fields } => {
-            out.put(b"ME ");
-            out.put(key);
-            out.put_u8(b' ');
-            out.put(fields.as_bytes());
-            out.put(b"\r\n");
-        }
+        Response::Debug { key, fields } => put_debug(key, fields, out),
         // The text protocol has no SASL; these only answer binary requests.
         Response::SaslMechs(mechs) => {
             out.put(mechs.as_bytes());
@@ -579,5 +579,14 @@ fn put_error(error: &Error, out: &mut OutBuf) {
         // The other lines are static strings.
         other => out.put(other.text_line().as_bytes()),
     }
+    out.put(b"\r\n");
+}
+
+/// The `me` answer: `ME <key> <fields>`.
+fn put_debug(key: &[u8], fields: &str, out: &mut OutBuf) {
+    out.put(b"ME ");
+    out.put(key);
+    out.put_u8(b' ');
+    out.put(fields.as_bytes());
     out.put(b"\r\n");
 }
