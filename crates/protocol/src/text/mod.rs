@@ -314,16 +314,16 @@ impl<'a> Input<'a, '_> {
 
     /// The shape incr/decr and touch share: `<key> <arg> [noreply]` (any
     /// other third token is ignored, as memcached does).
-    fn key_and_arg(&self, tokens: Tokens<'a>) -> Result<(&'a [u8], &'a [u8], bool), Decode<'a>> {
-        let verb = TextVerb::Other;
+    /// An error comes back with whether the line said `noreply`.
+    fn key_and_arg(tokens: Tokens<'a>) -> Result<(&'a [u8], &'a [u8], bool), (Error, bool)> {
         let (t, n) = collect::<3>(tokens);
         if n != 2 && n != 3 {
-            return Err(self.error(Error::UnknownCommand, verb, false));
+            return Err((Error::UnknownCommand, false));
         }
         let noreply = t[n - 1] == b"noreply";
         let key = t[0];
         if key.len() > MAX_KEY_LEN {
-            return Err(self.error(bad_format(), verb, noreply));
+            return Err((bad_format(), noreply));
         }
         Ok((key, t[1], noreply))
     }
@@ -331,9 +331,9 @@ impl<'a> Input<'a, '_> {
     /// `incr|decr <key> <delta> [noreply]`.
     fn arith(&self, tokens: Tokens<'a>, op: ArithOp) -> Decode<'a> {
         let verb = TextVerb::Other;
-        let (key, delta, noreply) = match self.key_and_arg(tokens) {
+        let (key, delta, noreply) = match Self::key_and_arg(tokens) {
             Ok(parts) => parts,
-            Err(answer) => return answer,
+            Err((error, noreply)) => return self.error(error, verb, noreply),
         };
         let Some(delta) = num::parse_u64(delta) else {
             return self.error(
@@ -358,9 +358,9 @@ impl<'a> Input<'a, '_> {
     /// `touch <key> <exptime> [noreply]`.
     fn touch(&self, tokens: Tokens<'a>) -> Decode<'a> {
         let verb = TextVerb::Other;
-        let (key, exptime, noreply) = match self.key_and_arg(tokens) {
+        let (key, exptime, noreply) = match Self::key_and_arg(tokens) {
             Ok(parts) => parts,
-            Err(answer) => return answer,
+            Err((error, noreply)) => return self.error(error, verb, noreply),
         };
         let Some(exptime) = num::parse_exptime(exptime) else {
             return self.error(Error::client("invalid exptime argument"), verb, noreply);
