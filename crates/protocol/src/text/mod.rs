@@ -315,7 +315,7 @@ impl<'a> Input<'a, '_> {
     /// The shape incr/decr and touch share: `<key> <arg> [noreply]` (any
     /// other third token is ignored, as memcached does).
     /// An error comes back with whether the line said `noreply`.
-    fn key_and_arg(tokens: Tokens<'a>) -> Result<(&'a [u8], &'a [u8], bool), (Error, bool)> {
+    fn key_and_arg(tokens: Tokens<'a>) -> Result<KeyArg<'a>, (Error, bool)> {
         let (t, n) = collect::<3>(tokens);
         if n != 2 && n != 3 {
             return Err((Error::UnknownCommand, false));
@@ -325,13 +325,21 @@ impl<'a> Input<'a, '_> {
         if key.len() > MAX_KEY_LEN {
             return Err((bad_format(), noreply));
         }
-        Ok((key, t[1], noreply))
+        Ok(KeyArg {
+            key,
+            arg: t[1],
+            noreply,
+        })
     }
 
     /// `incr|decr <key> <delta> [noreply]`.
     fn arith(&self, tokens: Tokens<'a>, op: ArithOp) -> Decode<'a> {
         let verb = TextVerb::Other;
-        let (key, delta, noreply) = match Self::key_and_arg(tokens) {
+        let KeyArg {
+            key,
+            arg: delta,
+            noreply,
+        } = match Self::key_and_arg(tokens) {
             Ok(parts) => parts,
             Err((error, noreply)) => return self.error(error, verb, noreply),
         };
@@ -358,7 +366,11 @@ impl<'a> Input<'a, '_> {
     /// `touch <key> <exptime> [noreply]`.
     fn touch(&self, tokens: Tokens<'a>) -> Decode<'a> {
         let verb = TextVerb::Other;
-        let (key, exptime, noreply) = match Self::key_and_arg(tokens) {
+        let KeyArg {
+            key,
+            arg: exptime,
+            noreply,
+        } = match Self::key_and_arg(tokens) {
             Ok(parts) => parts,
             Err((error, noreply)) => return self.error(error, verb, noreply),
         };
@@ -580,6 +592,13 @@ fn put_error(error: &Error, out: &mut OutBuf) {
         other => out.put(other.text_line().as_bytes()),
     }
     out.put(b"\r\n");
+}
+
+/// `<key> <arg> [noreply]`, as incr/decr and touch take them.
+struct KeyArg<'a> {
+    key: &'a [u8],
+    arg: &'a [u8],
+    noreply: bool,
 }
 
 /// The `me` answer: `ME <key> <fields>`.
