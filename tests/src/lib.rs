@@ -54,6 +54,7 @@ impl Shoal {
                 let listeners = server::Listeners {
                     tcp: Some(tcp),
                     unix,
+                    peer: None,
                 };
                 ready_tx.send(()).unwrap();
                 server::run(listeners, settings, async {

@@ -13,16 +13,24 @@
 //! - [`peer`]: the peer gRPC API generated from `proto/peer.proto` (tonic +
 //!   prost, compiled by protox in `build.rs`: no system `protoc`), and the
 //!   design of how it maps onto the store and the protocol's `Command`.
+//! - [`membership`]: SWIM gossip (foca) driven by one tokio task, which
+//!   publishes the live members, their states and the debounced [`Ring`]
+//!   of the ready ones on a `watch` channel ([`Membership`]).
 //!
-//! Still to come (issue 3): membership with foca driven by one tokio task,
-//! the peer server and the pooled, batching peer client.
+//! - [`client`]: the pooled peer client; concurrent operations for one
+//!   peer are batched onto one long-lived `Pipeline` stream.
 
+pub mod client;
 pub mod debounce;
+pub mod membership;
 mod node;
 pub mod peer;
 pub mod ring;
 
 pub use debounce::{Change, Debounce, DebounceConfig};
+pub use membership::{
+    Membership, MembershipConfig, MembershipView, NodeIdentity, NodeState, Profile,
+};
 pub use node::{MAX_NODE_NAME_LEN, NodeName};
 pub use ring::{DEFAULT_VNODES, Ring};
 
@@ -32,4 +40,17 @@ pub enum Error {
     /// A node name that cannot key the ring or be shown in stats and logs.
     #[error("invalid node name {name:?}: {reason}")]
     InvalidNodeName { name: String, reason: &'static str },
+    /// A peer address that is not a `host:port`.
+    #[error("invalid peer address {addr:?}: {reason}")]
+    InvalidPeerAddress { addr: String, reason: String },
+    /// A peer could not answer in time: unreachable, the connection or
+    /// stream broke, the deadline passed, or too much is queued for it.
+    /// The same request may succeed later (see [`client`] for the mapping
+    /// to gRPC and memcache errors).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The owner answered one operation with this error code (never
+    /// `ERROR_CODE_NONE`).
+    #[error("peer answered {}", .0.as_str_name())]
+    Peer(peer::v1::ErrorCode),
 }

@@ -9,10 +9,13 @@
 //! - `exec`: turns one decoded [`protocol::Request`] into store calls and
 //!   encoded answers; it never touches a socket.
 //! - `stats`: memcached's `stats` groups with memcached's field names.
+//! - `peer`: the peer gRPC API served from the same node's store, on
+//!   [`Listeners::peer`].
 
 pub mod config;
 mod conn;
 mod exec;
+mod peer;
 mod stats;
 
 use std::future::Future;
@@ -77,6 +80,8 @@ pub struct Listeners {
     pub tcp: Option<TcpListener>,
     /// A unix socket and its path, removed when the node stops.
     pub unix: Option<(UnixListener, PathBuf)>,
+    /// The peer gRPC API (`--peer-port`), served from the same store.
+    pub peer: Option<TcpListener>,
 }
 
 /// Counters the connection loop keeps, read by `stats`.
@@ -92,6 +97,9 @@ pub(crate) struct Counters {
     pub cmd_touch: AtomicU64,
     pub cmd_flush: AtomicU64,
     pub auth_cmds: AtomicU64,
+    /// Operations executed for other nodes (the peer API), counted apart
+    /// from the client commands above.
+    pub peer_ops: AtomicU64,
 }
 
 /// State shared by every connection of one node.
@@ -145,7 +153,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
 
     let sweeper = tokio::spawn(sweep_loop(node.clone(), stop_rx.clone()));
-    let Listeners { tcp, unix } = listeners;
+    let Listeners { tcp, unix, peer } = listeners;
     let unix_path = unix.as_ref().map(|(_, p)| p.clone());
     if let Some(tcp) = tcp {
         tasks.spawn(accept_loop(
@@ -154,6 +162,9 @@ pub async fn run(
             slots.clone(),
             stop_rx.clone(),
         ));
+    }
+    if let Some(peer) = peer {
+        tasks.spawn(peer::serve(peer, node.clone(), stop_rx.clone()));
     }
     if let Some((unix, _)) = unix {
         tasks.spawn(accept_loop(

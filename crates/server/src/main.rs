@@ -61,6 +61,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listeners = Listeners {
         tcp: Some(tcp),
         unix,
+        peer: None,
     };
     server::run(listeners, Settings::from(&config), shutdown_signal()).await?;
     info!("stopped");

@@ -1,0 +1,852 @@
+//! The peer client: one [`Peer`] handle per remote node, and the [`Peers`]
+//! pool the router keeps them in, keyed by node name.
+//!
+//! One unary gRPC call costs about 80 µs on loopback, far more than the
+//! store call it carries, so a handle does not make one call per operation.
+//! Callers hand their [`Operation`]s to [`Peer::send`], which queues them on
+//! a bounded channel to one task per peer. That task gathers whatever is
+//! queued into a [`BatchRequest`] (up to [`ClientConfig::max_batch_ops`]
+//! operations or [`ClientConfig::max_batch_bytes`] bytes), sends it down one
+//! long-lived `Pipeline` stream as soon as the stream's window
+//! ([`ClientConfig::max_in_flight`] unanswered batches) has room — no timer,
+//! no artificial delay: batches grow only while earlier ones are in flight —
+//! and routes each [`OperationResult`] back to its caller through a
+//! oneshot. The owner answers a stream's batches in arrival order, so
+//! operations sent to one peer are executed in the order `send` was called.
+//!
+//! # Failure
+//! Every operation has a deadline ([`ClientConfig::deadline`]). When the
+//! stream breaks, the peer answers out of turn, or the oldest unanswered
+//! batch passes its deadline, the task fails every operation it holds
+//! (sent or still queued) with [`Error::Unavailable`] at once, drops the
+//! stream, and opens a new one for the next operation. The caller's side
+//! also waits no longer than the deadline, so a stuck task still cannot
+//! hang a client. The channel connects lazily, with a connect timeout, and
+//! tonic reconnects it when a call finds it broken.
+//!
+//! The batching itself is plain data: [`assemble`] fills a batch from a
+//! queue and [`deliver`] hands a response's results to their callers; both
+//! are unit tested without a socket.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use prost::Message;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::peer::v1::peer_client::PeerClient;
+use crate::peer::v1::{
+    BatchRequest, BatchResponse, ErrorCode, Operation, OperationResult, operation, operation_result,
+};
+use crate::{Error, NodeName};
+
+/// How a node talks to its peers. Every field bounds something: time, a
+/// batch, or memory held for calls not yet answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// Longest an operation may wait for its answer, queueing included.
+    /// Past it the caller gets [`Error::Unavailable`]: a read answers a
+    /// miss, a write `SERVER_ERROR`. Default 1 s.
+    pub deadline: Duration,
+    /// Longest a TCP connect to a peer may take. Default 250 ms.
+    pub connect_timeout: Duration,
+    /// HTTP/2 pings on an open connection this often, so a peer that
+    /// vanished while the link was idle is noticed before the next call.
+    /// Default 5 s.
+    pub keepalive: Duration,
+    /// Most operations in one batch. Default 256.
+    pub max_batch_ops: usize,
+    /// Most encoded bytes in one batch; a single larger operation is sent
+    /// alone. Default 1 MiB.
+    pub max_batch_bytes: usize,
+    /// Batches sent on the stream and not yet answered. While the window is
+    /// full, new operations queue and go out together in the next batch.
+    /// Default 8.
+    pub max_in_flight: usize,
+    /// Operations queued for one peer and not yet sent; past it `send`
+    /// answers [`Error::Unavailable`] at once instead of buffering without
+    /// bound. Default 8192.
+    pub max_queued: usize,
+    /// Largest response accepted (a multi-get of large values). Default
+    /// 256 MiB.
+    pub max_response_bytes: usize,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            deadline: Duration::from_secs(1),
+            connect_timeout: Duration::from_millis(250),
+            keepalive: Duration::from_secs(5),
+            max_batch_ops: 256,
+            max_batch_bytes: 1 << 20,
+            max_in_flight: 8,
+            max_queued: 8192,
+            max_response_bytes: 256 << 20,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Errors: the one mapping between the cluster's `Error`, the peer API's
+// `ErrorCode`, gRPC's `Status` and the memcache protocol's `Error`.
+
+impl Error {
+    /// The error an operation's `ErrorCode` stands for; `None` for
+    /// `ERROR_CODE_NONE`. A code this node does not know (from a newer
+    /// node) reads as `InvalidArgument`, as the proto asks.
+    pub fn from_code(code: i32) -> Option<Error> {
+        match ErrorCode::try_from(code) {
+            Ok(ErrorCode::None) => None,
+            Ok(code) => Some(Error::Peer(code)),
+            Err(_) => Some(Error::Peer(ErrorCode::InvalidArgument)),
+        }
+    }
+
+    /// The code an owner puts in an operation's answer for this error.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Peer(code) => *code,
+            Error::Unavailable(_) => ErrorCode::Unavailable,
+            Error::InvalidNodeName { .. } | Error::InvalidPeerAddress { .. } => {
+                ErrorCode::InvalidArgument
+            }
+        }
+    }
+
+    /// Whether the same request may succeed later (a dead or busy peer, a
+    /// ring that disagrees for a moment). The router answers a read that
+    /// failed this way as a miss; everything else as an error.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::Unavailable(_) | Error::Peer(ErrorCode::Unavailable | ErrorCode::NotOwner)
+        )
+    }
+
+    /// What a memcache client is told when a forwarded operation failed
+    /// this way (as `cluster::peer` documents).
+    pub fn to_protocol(&self) -> protocol::Error {
+        match self {
+            Error::Peer(ErrorCode::TooLarge) => protocol::Error::TooLarge,
+            Error::Peer(ErrorCode::OutOfMemory) => protocol::Error::OutOfMemory,
+            Error::Peer(ErrorCode::NonNumeric) => protocol::Error::NonNumeric,
+            Error::Peer(ErrorCode::FlushDisabled) => protocol::Error::FlushDisabled,
+            e if e.is_transient() => protocol::Error::Unavailable("peer unavailable".into()),
+            _ => protocol::Error::server("peer rejected the request"),
+        }
+    }
+}
+
+/// A gRPC status fails the whole call, never one operation: the peer could
+/// not be reached, broke off, or missed the deadline (`Unavailable`), or
+/// refused the call itself as malformed (`InvalidArgument`: version skew or
+/// a bug, not worth retrying).
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Error {
+        use tonic::Code;
+        match status.code() {
+            Code::InvalidArgument | Code::Unimplemented | Code::OutOfRange => {
+                Error::Peer(ErrorCode::InvalidArgument)
+            }
+            code => Error::Unavailable(format!("{code:?}: {}", status.message())),
+        }
+    }
+}
+
+/// The status an owner fails a whole call with.
+impl From<Error> for tonic::Status {
+    fn from(e: Error) -> tonic::Status {
+        if e.is_transient() {
+            tonic::Status::unavailable(e.to_string())
+        } else {
+            tonic::Status::invalid_argument(e.to_string())
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Batching, as plain data.
+
+/// What a caller is handed for one operation.
+type Answer = Result<OperationResult, Error>;
+
+/// One operation waiting for its answer.
+#[derive(Debug)]
+struct Queued {
+    op: Operation,
+    /// Encoded size within a batch, computed by the caller so that the
+    /// peer's task does not.
+    size: usize,
+    deadline: Instant,
+    reply: oneshot::Sender<Answer>,
+}
+
+/// Bounds of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limits {
+    pub max_ops: usize,
+    pub max_bytes: usize,
+}
+
+/// Fills one batch: first `carry` (the item that did not fit last time),
+/// then items from `next` until the batch holds `max_ops` items or the next
+/// one would take it past `max_bytes` (that one is left in `carry`). The
+/// first item always goes in, however large, so nothing is stuck. Empty
+/// only when there was nothing to take.
+pub(crate) fn assemble<T>(
+    carry: &mut Option<T>,
+    mut next: impl FnMut() -> Option<T>,
+    size: impl Fn(&T) -> usize,
+    limits: Limits,
+) -> Vec<T> {
+    let mut batch = Vec::new();
+    let mut bytes = 0usize;
+    while batch.len() < limits.max_ops.max(1) {
+        let Some(item) = carry.take().or_else(&mut next) else {
+            break;
+        };
+        let len = size(&item);
+        if !batch.is_empty() && bytes.saturating_add(len) > limits.max_bytes {
+            *carry = Some(item);
+            break;
+        }
+        bytes = bytes.saturating_add(len);
+        batch.push(item);
+    }
+    batch
+}
+
+/// Bytes an operation adds to a `BatchRequest`: the field's tag, length
+/// prefix and the message.
+fn framed_len(op: &Operation) -> usize {
+    let len = op.encoded_len();
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// A batch on the stream, waiting for its answer.
+#[derive(Debug)]
+struct InFlight {
+    id: u64,
+    /// The earliest deadline among its operations.
+    deadline: Instant,
+    replies: Vec<oneshot::Sender<Answer>>,
+}
+
+/// Hands the results of `response` to the callers of the oldest batch in
+/// flight, which it must answer (streams answer in order).
+///
+/// # Errors
+/// A response for another batch, or with the wrong number of results,
+/// means the stream can no longer be trusted: that batch's callers get
+/// [`Error::Unavailable`] and so should every other one (the caller's job).
+fn deliver(in_flight: &mut VecDeque<InFlight>, response: BatchResponse) -> Result<(), Error> {
+    let Some(batch) = in_flight.pop_front() else {
+        return Err(Error::Unavailable(format!(
+            "answer to batch {} that was never sent",
+            response.id
+        )));
+    };
+    if response.id != batch.id || response.results.len() != batch.replies.len() {
+        let e = Error::Unavailable(format!(
+            "batch {} of {} operations answered as batch {} with {} results",
+            batch.id,
+            batch.replies.len(),
+            response.id,
+            response.results.len()
+        ));
+        fail(batch.replies, &e);
+        return Err(e);
+    }
+    for (reply, result) in batch.replies.into_iter().zip(response.results) {
+        // A caller that stopped waiting is no error.
+        let _ = reply.send(Ok(result));
+    }
+    Ok(())
+}
+
+fn fail(replies: impl IntoIterator<Item = oneshot::Sender<Answer>>, e: &Error) {
+    for reply in replies {
+        let _ = reply.send(Err(e.clone()));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// One peer.
+
+/// A handle on one peer: cheap to clone, shared by every task that
+/// forwards to it. Dropping the last clone ends the peer's task once its
+/// calls are answered.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    addr: Arc<str>,
+    queue: mpsc::Sender<Queued>,
+    client: PeerClient<Channel>,
+    deadline: Duration,
+}
+
+impl Peer {
+    /// A handle on the peer at `addr` (`host:port`; a name is resolved at
+    /// each connect). Connects lazily: nothing happens on the network until
+    /// the first call. Must be called within a tokio runtime (it spawns the
+    /// peer's task).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPeerAddress`] if `addr` is not a `host:port`.
+    pub fn connect(addr: &str, config: &ClientConfig) -> Result<Peer, Error> {
+        let invalid = |reason: String| Error::InvalidPeerAddress {
+            addr: addr.to_owned(),
+            reason,
+        };
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| invalid(e.to_string()))?
+            .connect_timeout(config.connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(config.keepalive)
+            .keep_alive_timeout(config.deadline);
+        let client = PeerClient::new(endpoint.connect_lazy())
+            .max_decoding_message_size(config.max_response_bytes);
+        let (queue, rx) = mpsc::channel(config.max_queued.max(1));
+        let addr: Arc<str> = Arc::from(addr);
+        tokio::spawn(run(rx, client.clone(), config.clone(), addr.clone()));
+        Ok(Peer {
+            addr,
+            queue,
+            client,
+            deadline: config.deadline,
+        })
+    }
+
+    /// The address this handle sends to.
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Queues `op` for the peer now — so operations are executed in the
+    /// order `send` was called, even if their futures are awaited in
+    /// another order — and returns its answer's future. The future never
+    /// outlives the deadline.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the peer cannot be reached or answer in
+    /// time, or too many operations are already queued for it; otherwise
+    /// the peer's answer, whose per-operation `error` field the caller
+    /// reads (see [`Error::from_code`]).
+    pub fn send(
+        &self,
+        op: Operation,
+    ) -> impl Future<Output = Result<OperationResult, Error>> + Send + 'static {
+        let deadline = Instant::now() + self.deadline;
+        let (reply, answer) = oneshot::channel();
+        let queued = Queued {
+            size: framed_len(&op),
+            op,
+            deadline,
+            reply,
+        };
+        let enqueued = match self.queue.try_send(queued) {
+            Ok(()) => Ok(answer),
+            Err(TrySendError::Full(_)) => Err(self.unavailable("too many operations queued")),
+            Err(TrySendError::Closed(_)) => Err(self.unavailable("client task is gone")),
+        };
+        let addr = self.addr.clone();
+        async move {
+            match tokio::time::timeout_at(deadline, enqueued?).await {
+                Ok(Ok(result)) => result,
+                // The task is gone: it fails what it holds before it goes.
+                Ok(Err(_)) => Err(unavailable(&addr, "client task is gone")),
+                Err(_) => Err(unavailable(&addr, "deadline exceeded")),
+            }
+        }
+    }
+
+    /// [`Peer::send`], awaited.
+    ///
+    /// # Errors
+    /// As [`Peer::send`].
+    pub async fn call(&self, op: Operation) -> Result<OperationResult, Error> {
+        self.send(op).await
+    }
+
+    /// One operation in its own unary call, with the deadline: for rare
+    /// operations and tools. It is not ordered with operations sent through
+    /// [`Peer::send`].
+    ///
+    /// # Errors
+    /// As [`Peer::send`].
+    pub async fn unary(&self, op: Operation) -> Result<OperationResult, Error> {
+        use operation::Op;
+        use operation_result::Result as R;
+        let mut client = self.client.clone();
+        let deadline = self.deadline;
+        let call = async move {
+            fn request<T>(msg: T, deadline: Duration) -> tonic::Request<T> {
+                let mut request = tonic::Request::new(msg);
+                request.set_timeout(deadline);
+                request
+            }
+            let result = match op.op {
+                Some(Op::Get(r)) => R::Get(client.get(request(r, deadline)).await?.into_inner()),
+                Some(Op::Store(r)) => {
+                    R::Store(client.store(request(r, deadline)).await?.into_inner())
+                }
+                Some(Op::Delete(r)) => {
+                    R::Delete(client.delete(request(r, deadline)).await?.into_inner())
+                }
+                Some(Op::Arith(r)) => {
+                    R::Arith(client.arith(request(r, deadline)).await?.into_inner())
+                }
+                Some(Op::Touch(r)) => {
+                    R::Touch(client.touch(request(r, deadline)).await?.into_inner())
+                }
+                Some(Op::FlushAll(r)) => {
+                    R::FlushAll(client.flush_all(request(r, deadline)).await?.into_inner())
+                }
+                Some(Op::Stats(r)) => {
+                    R::Stats(client.stats(request(r, deadline)).await?.into_inner())
+                }
+                None => return Err(Error::Peer(ErrorCode::InvalidArgument)),
+            };
+            Ok::<_, Error>(OperationResult {
+                result: Some(result),
+            })
+        };
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Err(Error::Unavailable(why))) => Err(self.unavailable(&why)),
+            Ok(answer) => answer,
+            Err(_) => Err(self.unavailable("deadline exceeded")),
+        }
+    }
+
+    /// The generated client on this peer's channel, for what the handle
+    /// does not wrap. Set a deadline on every request made with it.
+    pub fn client(&self) -> PeerClient<Channel> {
+        self.client.clone()
+    }
+
+    fn unavailable(&self, why: &str) -> Error {
+        unavailable(&self.addr, why)
+    }
+}
+
+fn unavailable(addr: &str, why: &str) -> Error {
+    Error::Unavailable(format!("peer {addr}: {why}"))
+}
+
+/// The peer's task: waits for work, runs a pipeline session until the
+/// stream ends or fails, fails whatever it still holds, and starts over on
+/// the next operation. Ends when every handle is gone and nothing is left.
+async fn run(
+    mut queue: mpsc::Receiver<Queued>,
+    client: PeerClient<Channel>,
+    config: ClientConfig,
+    addr: Arc<str>,
+) {
+    let mut carry = None;
+    loop {
+        if carry.is_none() {
+            match queue.recv().await {
+                Some(q) => carry = Some(q),
+                None => return,
+            }
+        }
+        let why = match session(&mut queue, &mut carry, client.clone(), &config, &addr).await {
+            End::Closed => return,
+            End::Idle => continue,
+            End::Broken(why) => why,
+        };
+        let e = unavailable(&addr, &why);
+        // Everything queued before the failure was known fails with it:
+        // promptly, rather than after a reconnect attempt each.
+        fail(carry.take().map(|q| q.reply), &e);
+        while let Ok(q) = queue.try_recv() {
+            fail([q.reply], &e);
+        }
+    }
+}
+
+/// Why a pipeline session ended.
+#[derive(Debug)]
+enum End {
+    /// Every handle is gone and every batch was answered.
+    Closed,
+    /// Every queued caller had given up before anything was sent.
+    Idle,
+    /// The stream is unusable; every batch in flight has been failed.
+    Broken(String),
+}
+
+/// Takes the next queued operation whose caller still waits.
+fn next_live(queue: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
+    loop {
+        let q = queue.try_recv().ok()?;
+        if !q.reply.is_closed() {
+            return Some(q);
+        }
+    }
+}
+
+/// One `Pipeline` stream: sends batches as the window allows and routes
+/// the answers, until the stream breaks or every handle is gone.
+async fn session(
+    queue: &mut mpsc::Receiver<Queued>,
+    carry: &mut Option<Queued>,
+    mut client: PeerClient<Channel>,
+    config: &ClientConfig,
+    addr: &str,
+) -> End {
+    let limits = Limits {
+        max_ops: config.max_batch_ops,
+        max_bytes: config.max_batch_bytes,
+    };
+    let window = config.max_in_flight.max(1);
+    let (body, body_rx) = mpsc::channel::<BatchRequest>(window);
+    let mut in_flight: VecDeque<InFlight> = VecDeque::new();
+    let mut next_id = 0u64;
+    let mut closed = false;
+
+    // Queue the batches available now, then place the call: the first
+    // batch travels with the call's headers.
+    let mut send_ready = |in_flight: &mut VecDeque<InFlight>,
+                          carry: &mut Option<Queued>,
+                          queue: &mut mpsc::Receiver<Queued>|
+     -> Result<(), String> {
+        while in_flight.len() < window {
+            if carry.as_ref().is_some_and(|q| q.reply.is_closed()) {
+                *carry = None;
+            }
+            let batch = assemble(carry, || next_live(queue), |q| q.size, limits);
+            if batch.is_empty() {
+                break;
+            }
+            next_id += 1;
+            let mut operations = Vec::with_capacity(batch.len());
+            let mut replies = Vec::with_capacity(batch.len());
+            let mut deadline = batch[0].deadline;
+            for q in batch {
+                deadline = deadline.min(q.deadline);
+                operations.push(q.op);
+                replies.push(q.reply);
+            }
+            let request = BatchRequest {
+                id: next_id,
+                ring_version: 0,
+                operations,
+            };
+            in_flight.push_back(InFlight {
+                id: next_id,
+                deadline,
+                replies,
+            });
+            // Never full: the channel holds at most the batches in flight.
+            body.try_send(request)
+                .map_err(|_| "the stream's request body is gone".to_owned())?;
+        }
+        Ok(())
+    };
+
+    let result: Result<End, String> = async {
+        send_ready(&mut in_flight, carry, queue)?;
+        let Some(first_deadline) = in_flight.front().map(|b| b.deadline) else {
+            return Ok(End::Idle);
+        };
+        let call = client.pipeline(ReceiverStream::new(body_rx));
+        let mut answers = match tokio::time::timeout_at(first_deadline, call).await {
+            Ok(Ok(response)) => response.into_inner(),
+            Ok(Err(status)) => return Err(Error::from(status).to_string()),
+            Err(_) => return Err("deadline exceeded while connecting".to_owned()),
+        };
+        // One timer for the oldest batch's deadline, moved only when the
+        // oldest batch changes.
+        let timer = tokio::time::sleep_until(first_deadline);
+        tokio::pin!(timer);
+        let mut armed = first_deadline;
+        loop {
+            let front_deadline = in_flight.front().map(|b| b.deadline);
+            if let Some(deadline) = front_deadline.filter(|&d| d != armed) {
+                timer.as_mut().reset(deadline);
+                armed = deadline;
+            }
+            tokio::select! {
+                answer = answers.message() => match answer {
+                    Ok(Some(response)) => {
+                        deliver(&mut in_flight, response).map_err(|e| e.to_string())?;
+                    }
+                    Ok(None) => return Err("the peer ended the stream".to_owned()),
+                    Err(status) => return Err(Error::from(status).to_string()),
+                },
+                () = &mut timer, if front_deadline.is_some() => {
+                    return Err("deadline exceeded".to_owned());
+                }
+                queued = queue.recv(), if !closed && carry.is_none() && in_flight.len() < window => {
+                    match queued {
+                        Some(q) => *carry = Some(q),
+                        None => closed = true,
+                    }
+                }
+            }
+            send_ready(&mut in_flight, carry, queue)?;
+            if closed && in_flight.is_empty() && carry.is_none() {
+                return Ok(End::Closed);
+            }
+        }
+    }
+    .await;
+    match result {
+        Ok(end) => end,
+        Err(why) => {
+            let e = unavailable(addr, &why);
+            for batch in in_flight.drain(..) {
+                fail(batch.replies, &e);
+            }
+            End::Broken(why)
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The pool.
+
+/// The peers a node forwards to, by node name. The router asks it for the
+/// owner's handle on every forward; membership removes a node that left.
+#[derive(Debug)]
+pub struct Peers {
+    config: ClientConfig,
+    peers: Mutex<HashMap<NodeName, Peer>>,
+}
+
+impl Peers {
+    pub fn new(config: ClientConfig) -> Peers {
+        Peers {
+            config,
+            peers: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    /// The handle on `name`, created (without connecting) if there is none
+    /// or if the node now announces another address (a replaced pod keeps
+    /// its name, not its IP).
+    ///
+    /// # Errors
+    /// [`Error::InvalidPeerAddress`] if `addr` is not a `host:port`.
+    pub fn get_or_connect(&self, name: &NodeName, addr: &str) -> Result<Peer, Error> {
+        let mut peers = self.lock();
+        if let Some(peer) = peers.get(name).filter(|p| p.addr() == addr) {
+            return Ok(peer.clone());
+        }
+        let peer = Peer::connect(addr, &self.config)?;
+        peers.insert(name.clone(), peer.clone());
+        Ok(peer)
+    }
+
+    /// The handle on `name`, if there is one.
+    pub fn get(&self, name: &NodeName) -> Option<Peer> {
+        self.lock().get(name).cloned()
+    }
+
+    /// Forgets `name` (it left or was declared down). Calls already made
+    /// through its handle still get their answers or errors.
+    pub fn remove(&self, name: &NodeName) -> Option<Peer> {
+        self.lock().remove(name)
+    }
+
+    /// The names of the peers held, in no particular order.
+    pub fn names(&self) -> Vec<NodeName> {
+        self.lock().keys().cloned().collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeName, Peer>> {
+        // Only map operations run under the lock; a panic cannot leave the
+        // map half-changed.
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: Limits = Limits {
+        max_ops: 4,
+        max_bytes: 100,
+    };
+
+    fn fill(carry: &mut Option<usize>, queue: &mut VecDeque<usize>, limits: Limits) -> Vec<usize> {
+        assemble(carry, || queue.pop_front(), |&n| n, limits)
+    }
+
+    #[test]
+    fn a_batch_takes_what_is_queued_up_to_the_op_limit() {
+        let mut queue: VecDeque<usize> = (1..=10).collect();
+        let mut carry = None;
+        assert_eq!(fill(&mut carry, &mut queue, LIMITS), [1, 2, 3, 4]);
+        assert_eq!(fill(&mut carry, &mut queue, LIMITS), [5, 6, 7, 8]);
+        assert_eq!(fill(&mut carry, &mut queue, LIMITS), [9, 10]);
+        assert!(fill(&mut carry, &mut queue, LIMITS).is_empty());
+        assert!(carry.is_none());
+    }
+
+    #[test]
+    fn the_op_that_would_overflow_the_bytes_waits_for_the_next_batch() {
+        let mut queue = VecDeque::from([40, 50, 20, 30]);
+        let mut carry = None;
+        assert_eq!(fill(&mut carry, &mut queue, LIMITS), [40, 50]);
+        assert_eq!(carry, Some(20));
+        // Order is kept: the carried item leads the next batch.
+        assert_eq!(fill(&mut carry, &mut queue, LIMITS), [20, 30]);
+        assert!(carry.is_none() && queue.is_empty());
+    }
+
+    #[test]
+    fn an_op_larger_than_a_batch_goes_alone() {
+        let mut queue = VecDeque::from([10, 500, 10]);
+        let mut carry = None;
+        assert_eq!(fill(&mut carry, &mut queue, LIMITS), [10]);
+        assert_eq!(fill(&mut carry, &mut queue, LIMITS), [500]);
+        assert_eq!(fill(&mut carry, &mut queue, LIMITS), [10]);
+    }
+
+    #[test]
+    fn a_zero_op_limit_still_makes_progress() {
+        let mut queue = VecDeque::from([1, 2]);
+        let mut carry = None;
+        let limits = Limits {
+            max_ops: 0,
+            max_bytes: 0,
+        };
+        assert_eq!(fill(&mut carry, &mut queue, limits), [1]);
+        assert_eq!(fill(&mut carry, &mut queue, limits), [2]);
+    }
+
+    fn in_flight(id: u64, n: usize) -> (InFlight, Vec<oneshot::Receiver<Answer>>) {
+        let (replies, answers) = (0..n).map(|_| oneshot::channel()).unzip();
+        let batch = InFlight {
+            id,
+            deadline: Instant::now(),
+            replies,
+        };
+        (batch, answers)
+    }
+
+    fn stored(cas: u64) -> OperationResult {
+        OperationResult {
+            result: Some(operation_result::Result::Store(
+                crate::peer::v1::StoreResponse {
+                    cas,
+                    ..Default::default()
+                },
+            )),
+        }
+    }
+
+    #[test]
+    fn results_go_to_their_callers_in_order() {
+        let (a, mut a_rx) = in_flight(1, 2);
+        let (b, mut b_rx) = in_flight(2, 1);
+        let mut queue = VecDeque::from([a, b]);
+        let response = |id, cases: &[u64]| BatchResponse {
+            id,
+            ring_version: 0,
+            results: cases.iter().map(|&c| stored(c)).collect(),
+        };
+        deliver(&mut queue, response(1, &[10, 11])).unwrap();
+        deliver(&mut queue, response(2, &[20])).unwrap();
+        assert!(queue.is_empty());
+        let got: Vec<_> = a_rx
+            .iter_mut()
+            .chain(b_rx.iter_mut())
+            .map(|rx| rx.try_recv().unwrap().unwrap())
+            .collect();
+        assert_eq!(got, [stored(10), stored(11), stored(20)]);
+    }
+
+    #[test]
+    fn a_mismatched_answer_fails_the_batch() {
+        for response in [
+            // Another batch's id.
+            BatchResponse {
+                id: 2,
+                ring_version: 0,
+                results: vec![stored(1)],
+            },
+            // Too few results.
+            BatchResponse {
+                id: 1,
+                ring_version: 0,
+                results: vec![],
+            },
+        ] {
+            let (a, mut a_rx) = in_flight(1, 1);
+            let mut queue = VecDeque::from([a]);
+            let e = deliver(&mut queue, response).unwrap_err();
+            assert!(e.is_transient());
+            assert_eq!(a_rx[0].try_recv().unwrap(), Err(e));
+        }
+        // An answer with nothing in flight.
+        let e = deliver(&mut VecDeque::new(), BatchResponse::default()).unwrap_err();
+        assert!(matches!(e, Error::Unavailable(_)));
+    }
+
+    #[test]
+    fn error_codes_map_onto_memcache_errors() {
+        use protocol::Error as P;
+        assert_eq!(Error::from_code(ErrorCode::None as i32), None);
+        let cases = [
+            (ErrorCode::TooLarge, P::TooLarge),
+            (ErrorCode::OutOfMemory, P::OutOfMemory),
+            (ErrorCode::NonNumeric, P::NonNumeric),
+            (ErrorCode::FlushDisabled, P::FlushDisabled),
+            (
+                ErrorCode::Unavailable,
+                P::Unavailable("peer unavailable".into()),
+            ),
+            (
+                ErrorCode::NotOwner,
+                P::Unavailable("peer unavailable".into()),
+            ),
+            (
+                ErrorCode::InvalidArgument,
+                P::server("peer rejected the request"),
+            ),
+        ];
+        for (code, expected) in cases {
+            let e = Error::from_code(code as i32).unwrap();
+            assert_eq!(e.code(), code);
+            assert_eq!(e.to_protocol(), expected, "{code:?}");
+        }
+        // A code from a newer node.
+        assert_eq!(
+            Error::from_code(99),
+            Some(Error::Peer(ErrorCode::InvalidArgument))
+        );
+    }
+
+    #[test]
+    fn statuses_map_onto_errors_and_back() {
+        use tonic::{Code, Status};
+        for code in [
+            Code::Unavailable,
+            Code::DeadlineExceeded,
+            Code::Internal,
+            Code::Cancelled,
+        ] {
+            let e = Error::from(Status::new(code, "x"));
+            assert!(e.is_transient(), "{code:?}");
+            assert_eq!(tonic::Status::from(e).code(), Code::Unavailable);
+        }
+        let e = Error::from(Status::invalid_argument("bad batch"));
+        assert_eq!(e, Error::Peer(ErrorCode::InvalidArgument));
+        assert!(!e.is_transient());
+        assert_eq!(tonic::Status::from(e).code(), Code::InvalidArgument);
+    }
+}

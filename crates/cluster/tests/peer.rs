@@ -1,0 +1,149 @@
+//! The batching peer client against peers that fail: nothing listening, a
+//! peer that accepts and never answers, a full queue; and the pool. (The
+//! client against a real node is tested in the server crate, which has
+//! one.)
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use cluster::client::{ClientConfig, Peer, Peers};
+use cluster::peer::v1::{GetRequest, Operation, operation};
+use cluster::{Error, NodeName};
+use tokio::net::TcpListener;
+
+fn get(key: &'static str) -> Operation {
+    Operation {
+        op: Some(operation::Op::Get(GetRequest {
+            keys: vec![Bytes::from_static(key.as_bytes())],
+            ..GetRequest::default()
+        })),
+    }
+}
+
+fn config(deadline_ms: u64) -> ClientConfig {
+    ClientConfig {
+        deadline: Duration::from_millis(deadline_ms),
+        ..ClientConfig::default()
+    }
+}
+
+/// A port with nothing listening on it.
+async fn dead_port() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr.to_string()
+}
+
+/// A peer that accepts connections and then says nothing, ever.
+async fn silent_peer() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (addr, task)
+}
+
+fn assert_unavailable(result: Result<impl std::fmt::Debug, Error>) {
+    match result {
+        Err(Error::Unavailable(why)) => assert!(why.starts_with("peer "), "{why}"),
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_is_unavailable_at_once() {
+    let peer = Peer::connect(&dead_port().await, &config(1000)).unwrap();
+    for _ in 0..3 {
+        let started = Instant::now();
+        let answers: Vec<_> = (0..20).map(|_| peer.send(get("k"))).collect();
+        for answer in answers {
+            assert_unavailable(answer.await);
+        }
+        // Refused connections fail fast, not at the deadline.
+        assert!(
+            started.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    assert_unavailable(peer.unary(get("k")).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_answers_costs_the_deadline_and_no_more() {
+    let (addr, _silent) = silent_peer().await;
+    let peer = Peer::connect(&addr, &config(300)).unwrap();
+    for round in 0..2 {
+        let started = Instant::now();
+        let answers: Vec<_> = (0..10).map(|_| peer.send(get("k"))).collect();
+        for answer in answers {
+            assert_unavailable(answer.await);
+        }
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(290) && took < Duration::from_millis(800),
+            "round {round}: {took:?}"
+        );
+    }
+    let started = Instant::now();
+    assert_unavailable(peer.unary(get("k")).await);
+    assert!(started.elapsed() < Duration::from_millis(800));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_queue_refuses_at_once() {
+    let (addr, _silent) = silent_peer().await;
+    let config = ClientConfig {
+        max_queued: 4,
+        max_in_flight: 1,
+        max_batch_ops: 1,
+        ..config(300)
+    };
+    let peer = Peer::connect(&addr, &config).unwrap();
+    // Far more than the queue, the window and one batch hold together.
+    let answers: Vec<_> = (0..50).map(|_| peer.send(get("k"))).collect();
+    let started = Instant::now();
+    let mut refused_at_once = 0;
+    // The refused ones are the last sent; the first few wait out the
+    // deadline.
+    for answer in answers.into_iter().rev() {
+        assert_unavailable(answer.await);
+        if started.elapsed() < Duration::from_millis(100) {
+            refused_at_once += 1;
+        }
+    }
+    assert!(refused_at_once >= 40, "{refused_at_once}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pool_keeps_one_handle_per_name_and_follows_address_changes() {
+    let peers = Peers::new(ClientConfig::default());
+    let a = NodeName::new("shoal-0").unwrap();
+    let b = NodeName::new("shoal-1").unwrap();
+    let first = peers.get_or_connect(&a, "127.0.0.1:7001").unwrap();
+    assert_eq!(first.addr(), "127.0.0.1:7001");
+    peers
+        .get_or_connect(&b, "shoal-1.shoal.default.svc:7947")
+        .unwrap();
+    let again = peers.get_or_connect(&a, "127.0.0.1:7001").unwrap();
+    assert_eq!(again.addr(), first.addr());
+    // A replaced pod: same name, new address.
+    let moved = peers.get_or_connect(&a, "127.0.0.1:7002").unwrap();
+    assert_eq!(moved.addr(), "127.0.0.1:7002");
+    assert_eq!(peers.get(&a).unwrap().addr(), "127.0.0.1:7002");
+    let mut names = peers.names();
+    names.sort();
+    assert_eq!(names, [a.clone(), b.clone()]);
+    assert!(peers.remove(&a).is_some());
+    assert!(peers.get(&a).is_none());
+    assert!(peers.remove(&a).is_none());
+    assert!(matches!(
+        peers.get_or_connect(&a, "not an address"),
+        Err(Error::InvalidPeerAddress { .. })
+    ));
+}

@@ -1,0 +1,401 @@
+//! The peer gRPC API, served: what this node does when another node
+//! forwards it a client's operation, asks it to flush, or asks for its
+//! stats.
+//!
+//! Every RPC runs through one synchronous [`execute`] (the unary calls
+//! through its typed parts): each store call is a short critical section,
+//! so a whole batch runs inline on the tonic task and no lock is held
+//! across an `.await`. A `Pipeline` stream's batches are executed and
+//! answered one at a time, in arrival order, so one caller's pipelined
+//! `set k` then `get k` stay in order.
+//!
+//! The mapping onto the store is the one `cluster::peer` documents. Work
+//! done here is counted as `peer_ops`, not as client commands (`cmd_get`,
+//! `cmd_set`, ...): those are counted where the client is; the store's own
+//! figures (hits, items, evictions) are the owner's, as everywhere.
+//!
+//! Keys and values arrive as `Bytes` slices of the gRPC receive buffer.
+//! `Store::store` copies key and value into the item's own allocation, and
+//! nothing here keeps a decoded `Bytes` past the call.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use cluster::peer::v1::peer_server::{Peer, PeerServer};
+use cluster::peer::v1::{
+    ArithOp, ArithOutcome, ArithRequest, ArithResponse, BatchRequest, BatchResponse, DeleteOutcome,
+    DeleteRequest, DeleteResponse, ErrorCode, FlushAllRequest, FlushAllResponse, GetRequest,
+    GetResponse, Item, Operation, OperationResult, Stat, StatsRequest, StatsResponse, StoreMode,
+    StoreOutcome, StoreRequest, StoreResponse, TouchRequest, TouchResponse, operation,
+    operation_result,
+};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::codegen::tokio_stream::Stream;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::warn;
+
+use crate::Node;
+
+/// Room a peer's request may take beyond one item of `-I` bytes: a full
+/// client batch (1 MiB by default) and framing, with margin.
+const MESSAGE_SLACK: usize = 8 << 20;
+
+/// Serve the peer API on `listener` until `stop` turns true. Open
+/// `Pipeline` streams are ended then too (with `UNAVAILABLE`), so shutdown
+/// never waits on a peer's idle stream.
+pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: watch::Receiver<bool>) {
+    let max_message = node.settings.max_item_size.saturating_add(MESSAGE_SLACK);
+    let service = PeerServer::new(PeerService {
+        node,
+        stop: stop.clone(),
+    })
+    .max_decoding_message_size(max_message);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let result = Server::builder()
+        .serve_with_incoming_shutdown(service, incoming, stopped(stop))
+        .await;
+    if let Err(e) = result {
+        warn!("peer listener failed: {e}");
+    }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|&s| s).await;
+}
+
+struct PeerService {
+    node: Arc<Node>,
+    stop: watch::Receiver<bool>,
+}
+
+type Answer<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    type PipelineStream = Answers;
+
+    async fn batch(&self, request: Request<BatchRequest>) -> Answer<BatchResponse> {
+        Ok(Response::new(execute_batch(
+            &self.node,
+            request.into_inner(),
+        )))
+    }
+
+    async fn pipeline(
+        &self,
+        request: Request<Streaming<BatchRequest>>,
+    ) -> Answer<Self::PipelineStream> {
+        Ok(Response::new(Answers {
+            inbound: request.into_inner(),
+            node: self.node.clone(),
+            stop: Box::pin(stopped(self.stop.clone())),
+            done: false,
+        }))
+    }
+
+    async fn get(&self, request: Request<GetRequest>) -> Answer<GetResponse> {
+        Ok(Response::new(get(&self.node, &request.into_inner())))
+    }
+
+    async fn store(&self, request: Request<StoreRequest>) -> Answer<StoreResponse> {
+        Ok(Response::new(store(&self.node, &request.into_inner())))
+    }
+
+    async fn delete(&self, request: Request<DeleteRequest>) -> Answer<DeleteResponse> {
+        Ok(Response::new(delete(&self.node, &request.into_inner())))
+    }
+
+    async fn arith(&self, request: Request<ArithRequest>) -> Answer<ArithResponse> {
+        Ok(Response::new(arith(&self.node, &request.into_inner())))
+    }
+
+    async fn touch(&self, request: Request<TouchRequest>) -> Answer<TouchResponse> {
+        Ok(Response::new(touch(&self.node, &request.into_inner())))
+    }
+
+    async fn flush_all(&self, request: Request<FlushAllRequest>) -> Answer<FlushAllResponse> {
+        Ok(Response::new(flush_all(&self.node, &request.into_inner())))
+    }
+
+    async fn stats(&self, request: Request<StatsRequest>) -> Answer<StatsResponse> {
+        Ok(Response::new(stats(&self.node, &request.into_inner())))
+    }
+}
+
+/// A `Pipeline` stream's answers: each batch read is executed when the
+/// answer stream is polled for it, so batches are answered one at a time
+/// in arrival order, and a peer that does not read its answers stops
+/// being read from (HTTP/2 flow control does the rest).
+pub(crate) struct Answers {
+    inbound: Streaming<BatchRequest>,
+    node: Arc<Node>,
+    stop: Pin<Box<dyn Future<Output = ()> + Send>>,
+    done: bool,
+}
+
+impl Stream for Answers {
+    type Item = Result<BatchResponse, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if this.stop.as_mut().poll(cx).is_ready() {
+            this.done = true;
+            return Poll::Ready(Some(Err(Status::unavailable("node shutting down"))));
+        }
+        match Pin::new(&mut this.inbound).poll_next(cx) {
+            Poll::Ready(Some(Ok(batch))) => Poll::Ready(Some(Ok(execute_batch(&this.node, batch)))),
+            Poll::Ready(Some(Err(status))) => {
+                this.done = true;
+                Poll::Ready(Some(Err(status)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+fn execute_batch(node: &Node, batch: BatchRequest) -> BatchResponse {
+    BatchResponse {
+        id: batch.id,
+        ring_version: 0,
+        results: batch
+            .operations
+            .into_iter()
+            .map(|op| execute(node, op))
+            .collect(),
+    }
+}
+
+/// Runs one operation against the local store. An operation of a kind this
+/// node does not know (a newer node's) decodes as no operation at all and
+/// is answered with no result, which the caller reads as
+/// `INVALID_ARGUMENT`.
+pub(crate) fn execute(node: &Node, op: Operation) -> OperationResult {
+    use operation::Op;
+    use operation_result::Result as R;
+    let result = op.op.map(|op| match op {
+        Op::Get(r) => R::Get(get(node, &r)),
+        Op::Store(r) => R::Store(store(node, &r)),
+        Op::Delete(r) => R::Delete(delete(node, &r)),
+        Op::Arith(r) => R::Arith(arith(node, &r)),
+        Op::Touch(r) => R::Touch(touch(node, &r)),
+        Op::FlushAll(r) => R::FlushAll(flush_all(node, &r)),
+        Op::Stats(r) => R::Stats(stats(node, &r)),
+    });
+    OperationResult { result }
+}
+
+/// Counts one operation served for a peer, and checks what every request
+/// carries: the namespace (only the default one exists yet, so no node
+/// silently mixes two) and the keys' length.
+fn admit<'a>(
+    node: &Node,
+    namespace: &Bytes,
+    mut keys: impl Iterator<Item = &'a Bytes>,
+) -> Result<(), ErrorCode> {
+    node.counters.peer_ops.fetch_add(1, Ordering::Relaxed);
+    if !namespace.is_empty() || keys.any(|k| k.len() > protocol::MAX_KEY_LEN) {
+        return Err(ErrorCode::InvalidArgument);
+    }
+    Ok(())
+}
+
+fn store_error(e: store::Error) -> ErrorCode {
+    match e {
+        store::Error::TooLarge => ErrorCode::TooLarge,
+        store::Error::OutOfMemory => ErrorCode::OutOfMemory,
+        store::Error::NonNumeric => ErrorCode::NonNumeric,
+    }
+}
+
+fn get(node: &Node, r: &GetRequest) -> GetResponse {
+    if let Err(code) = admit(node, &r.namespace, r.keys.iter()) {
+        return GetResponse {
+            error: code as i32,
+            items: Vec::new(),
+        };
+    }
+    let store = &node.store;
+    let now = store.now();
+    let items = r
+        .keys
+        .iter()
+        .map(|key| {
+            let found = match r.touch {
+                Some(exptime) => store.get_and_touch(key, exptime),
+                None => store.get(key),
+            };
+            let Some(found) = found else {
+                return Item::default();
+            };
+            let item = &found.item;
+            Item {
+                found: true,
+                flags: item.flags(),
+                cas: item.cas(),
+                // A handle on the stored item: no copy until prost encodes.
+                value: item.value_bytes(),
+                ttl: item.ttl(now),
+                last_access: found.last_access,
+                fetched: found.fetched,
+                size: u32::try_from(item.total_size()).unwrap_or(u32::MAX),
+            }
+        })
+        .collect();
+    GetResponse {
+        error: ErrorCode::None as i32,
+        items,
+    }
+}
+
+fn store(node: &Node, r: &StoreRequest) -> StoreResponse {
+    let refused = |code: ErrorCode| StoreResponse {
+        error: code as i32,
+        outcome: StoreOutcome::Unspecified as i32,
+        cas: 0,
+    };
+    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter()) {
+        return refused(code);
+    }
+    let mode = match StoreMode::try_from(r.mode) {
+        Ok(StoreMode::Set) => store::Mode::Set,
+        Ok(StoreMode::Add) => store::Mode::Add,
+        Ok(StoreMode::Replace) => store::Mode::Replace,
+        Ok(StoreMode::Append) => store::Mode::Append,
+        Ok(StoreMode::Prepend) => store::Mode::Prepend,
+        Ok(StoreMode::Unspecified) | Err(_) => return refused(ErrorCode::InvalidArgument),
+    };
+    if r.too_large {
+        // The value never left the client's node; a failed set still drops
+        // the old value, as memcached does.
+        if mode == store::Mode::Set && r.cas == 0 {
+            node.store.remove(&r.key);
+        }
+        return refused(ErrorCode::TooLarge);
+    }
+    // `store` copies key and value out of the receive buffer.
+    let (outcome, cas) = match node
+        .store
+        .store(mode, &r.key, &r.value, r.flags, r.exptime, r.cas)
+    {
+        Ok(store::StoreOutcome::Stored { cas }) => (StoreOutcome::Stored, cas),
+        Ok(store::StoreOutcome::NotStored) => (StoreOutcome::NotStored, 0),
+        Ok(store::StoreOutcome::Exists) => (StoreOutcome::Exists, 0),
+        Ok(store::StoreOutcome::NotFound) => (StoreOutcome::NotFound, 0),
+        Err(e) => return refused(store_error(e)),
+    };
+    StoreResponse {
+        error: ErrorCode::None as i32,
+        outcome: outcome as i32,
+        cas,
+    }
+}
+
+fn delete(node: &Node, r: &DeleteRequest) -> DeleteResponse {
+    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter()) {
+        return DeleteResponse {
+            error: code as i32,
+            outcome: DeleteOutcome::Unspecified as i32,
+        };
+    }
+    let outcome = match node.store.delete(&r.key, r.cas) {
+        store::DeleteOutcome::Deleted => DeleteOutcome::Deleted,
+        store::DeleteOutcome::NotFound => DeleteOutcome::NotFound,
+        store::DeleteOutcome::Exists => DeleteOutcome::Exists,
+    };
+    DeleteResponse {
+        error: ErrorCode::None as i32,
+        outcome: outcome as i32,
+    }
+}
+
+fn arith(node: &Node, r: &ArithRequest) -> ArithResponse {
+    let refused = |code: ErrorCode| ArithResponse {
+        error: code as i32,
+        outcome: ArithOutcome::Unspecified as i32,
+        value: 0,
+        cas: 0,
+    };
+    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter()) {
+        return refused(code);
+    }
+    let op = match ArithOp::try_from(r.op) {
+        Ok(ArithOp::Incr) => store::ArithOp::Incr,
+        Ok(ArithOp::Decr) => store::ArithOp::Decr,
+        Ok(ArithOp::Unspecified) | Err(_) => return refused(ErrorCode::InvalidArgument),
+    };
+    let vivify = r.vivify.as_ref().map(|v| (v.initial, v.exptime));
+    let (outcome, value, cas) = match node.store.arith(&r.key, op, r.delta, vivify, r.cas) {
+        Ok(store::ArithOutcome::Value { value, cas }) => (ArithOutcome::Value, value, cas),
+        Ok(store::ArithOutcome::NotFound) => (ArithOutcome::NotFound, 0, 0),
+        Ok(store::ArithOutcome::Exists) => (ArithOutcome::Exists, 0, 0),
+        Err(e) => return refused(store_error(e)),
+    };
+    ArithResponse {
+        error: ErrorCode::None as i32,
+        outcome: outcome as i32,
+        value,
+        cas,
+    }
+}
+
+fn touch(node: &Node, r: &TouchRequest) -> TouchResponse {
+    let mut response = TouchResponse::default();
+    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter()) {
+        response.error = code as i32;
+        return response;
+    }
+    // As a local touch: binary touch answers carry the flags and CAS.
+    if let Some(found) = node.store.get_and_touch(&r.key, r.exptime) {
+        response.found = true;
+        response.flags = found.item.flags();
+        response.cas = found.item.cas();
+    }
+    response
+}
+
+fn flush_all(node: &Node, r: &FlushAllRequest) -> FlushAllResponse {
+    let code = match admit(node, &r.namespace, std::iter::empty()) {
+        Err(code) => code,
+        Ok(()) if node.settings.disable_flush => ErrorCode::FlushDisabled,
+        Ok(()) => {
+            node.store.flush_all(r.delay);
+            ErrorCode::None
+        }
+    };
+    FlushAllResponse { error: code as i32 }
+}
+
+fn stats(node: &Node, r: &StatsRequest) -> StatsResponse {
+    let refused = |code: ErrorCode| StatsResponse {
+        error: code as i32,
+        stats: Vec::new(),
+    };
+    if let Err(code) = admit(node, &r.namespace, std::iter::empty()) {
+        return refused(code);
+    }
+    match crate::stats::group(node, r.group.as_bytes()) {
+        Some(lines) => StatsResponse {
+            error: ErrorCode::None as i32,
+            stats: lines
+                .into_iter()
+                .map(|(name, value)| Stat { name, value })
+                .collect(),
+        },
+        None => refused(ErrorCode::InvalidArgument),
+    }
+}
