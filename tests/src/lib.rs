@@ -55,6 +55,8 @@ impl Shoal {
                     tcp: Some(tcp),
                     unix,
                     peer: None,
+                    gossip: None,
+                    http: None,
                 };
                 ready_tx.send(()).unwrap();
                 server::run(listeners, settings, async {
@@ -94,6 +96,184 @@ impl Shoal {
 impl Drop for Shoal {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+/// A clustered shoal node served in-process on its own runtime thread,
+/// with every listener (memcache, peer, gossip, HTTP) on `127.0.0.1:0`.
+/// [`ClusterNode::crash`] drops its runtime without leaving the cluster:
+/// sockets close, nothing is said, as when a process is killed.
+pub struct ClusterNode {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub gossip: SocketAddr,
+    pub http: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<bool>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ClusterNode {
+    /// Starts `name` with the fast gossip profile, joining through `seeds`
+    /// (gossip addresses; empty: a cluster of one).
+    pub fn start(name: &str, seeds: &[SocketAddr]) -> ClusterNode {
+        ClusterNode::with(name, seeds, Settings::default())
+    }
+
+    pub fn with(name: &str, seeds: &[SocketAddr], settings: Settings) -> ClusterNode {
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<bool>();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let node_name = cluster::NodeName::new(name).expect("a valid node name");
+        let seeds: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let crashed = rt.block_on(async move {
+                let bind = || tokio::net::TcpListener::bind("127.0.0.1:0");
+                let tcp = bind().await.unwrap();
+                let peer = bind().await.unwrap();
+                let http = bind().await.unwrap();
+                let gossip = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+                let addrs = (
+                    tcp.local_addr().unwrap(),
+                    gossip.local_addr().unwrap(),
+                    http.local_addr().unwrap(),
+                );
+                let settings = Settings {
+                    cluster: Some(server::ClusterSettings {
+                        node_name,
+                        seeds,
+                        advertise_host: "127.0.0.1".into(),
+                        gossip_addr: None,
+                        memcache_port: 0,
+                        peer_port: 0,
+                        http_port: 0,
+                        profile: cluster::Profile::fast(),
+                        client: cluster::client::ClientConfig {
+                            deadline: Duration::from_millis(500),
+                            ..Default::default()
+                        },
+                    }),
+                    ..settings
+                };
+                let listeners = server::Listeners {
+                    tcp: Some(tcp),
+                    unix: None,
+                    peer: Some(peer),
+                    gossip: Some(gossip),
+                    http: Some(http),
+                };
+                ready_tx.send(addrs).unwrap();
+                let (graceful_tx, graceful_rx) = tokio::sync::oneshot::channel::<()>();
+                let run = server::run(listeners, settings, async {
+                    let _ = graceful_rx.await;
+                });
+                tokio::pin!(run);
+                tokio::select! {
+                    _ = &mut run => false,
+                    crash = stop_rx => {
+                        if crash.unwrap_or(false) {
+                            return true;
+                        }
+                        let _ = graceful_tx.send(());
+                        let _ = run.await;
+                        false
+                    }
+                }
+            });
+            if crashed {
+                // Every task and socket goes at once, without a word.
+                rt.shutdown_background();
+            }
+        });
+        let (addr, gossip, http) = ready_rx.recv().expect("node failed to start");
+        ClusterNode {
+            name: name.to_owned(),
+            addr,
+            gossip,
+            http,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn conn(&self) -> Conn {
+        Conn::connect(self.addr)
+    }
+
+    /// `GET path` on the HTTP port: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(self.http).expect("connecting to the HTTP port");
+        s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)
+            .expect("reading the HTTP answer");
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("an HTTP status line");
+        let body = answer.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (status, body)
+    }
+
+    /// `stats cluster` as name → value.
+    pub fn cluster_stats(&self) -> std::collections::BTreeMap<String, String> {
+        self.conn()
+            .text_str("stats cluster\r\n")
+            .lines()
+            .filter_map(|l| l.strip_prefix("STAT "))
+            .filter_map(|l| l.split_once(' '))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    /// Kills the node: no graceful leave.
+    pub fn crash(mut self) {
+        self.finish(true);
+    }
+
+    /// Stops the node gracefully (it leaves the cluster first).
+    pub fn stop(mut self) {
+        self.finish(false);
+    }
+
+    fn finish(&mut self, crash: bool) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(crash);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        self.finish(true);
+    }
+}
+
+/// Polls `check` every 20 ms until it holds; panics with `what` after
+/// `timeout`. Returns how long it took.
+pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) -> Duration {
+    let t0 = Instant::now();
+    loop {
+        if check() {
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -102,6 +102,22 @@ impl OutBuf {
         }
     }
 
+    /// Move everything waiting in `other` to the end of this queue, without
+    /// copying its chunks (answers encoded out of turn, put back in order).
+    pub fn append(&mut self, mut other: OutBuf) {
+        if other.is_empty() {
+            return;
+        }
+        if other.chunks.is_empty() {
+            self.put(&other.tail);
+            return;
+        }
+        self.seal_tail();
+        other.seal_tail();
+        self.len += other.len;
+        self.chunks.append(&mut other.chunks);
+    }
+
     fn seal_tail(&mut self) {
         if !self.tail.is_empty() {
             let sealed = self.tail.split().freeze();
@@ -209,6 +225,28 @@ mod tests {
         assert_eq!(total, 3 + ZERO_COPY_MIN + 3);
         let mut slices = [IoSlice::new(&[]); 4];
         assert_eq!(out.io_slices(&mut slices), 0);
+    }
+
+    #[test]
+    fn append_keeps_order_and_shares_large_values() {
+        let big = Bytes::from(vec![b'z'; ZERO_COPY_MIN]);
+        let mut later = OutBuf::new();
+        later.put(b"B");
+        later.put_value(&Value::Shared(big.clone()));
+        later.put(b"C");
+        let mut out = OutBuf::new();
+        out.put(b"A");
+        out.append(later);
+        out.append(OutBuf::new());
+        let mut small = OutBuf::new();
+        small.put(b"D");
+        out.append(small);
+        let mut want = b"AB".to_vec();
+        want.extend_from_slice(&big);
+        want.extend_from_slice(b"CD");
+        assert_eq!(out.to_vec(), want);
+        assert_eq!(out.len(), want.len());
+        assert!(out.chunks.iter().any(|c| c.as_ptr() == big.as_ptr()));
     }
 
     #[test]

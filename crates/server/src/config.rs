@@ -92,6 +92,26 @@ pub struct Config {
     /// TCP port for /metrics, /healthz and /readyz.
     #[arg(long = "http-port", env = "SHOAL_HTTP_PORT", default_value_t = 9150)]
     pub http_port: u16,
+
+    /// Gossip timings: `lan` (deployments) or `fast` (tests on one host:
+    /// a crash is noticed in about a second).
+    #[arg(
+        long = "gossip-profile",
+        env = "SHOAL_GOSSIP_PROFILE",
+        default_value = "lan",
+        value_parser = ["lan", "fast"]
+    )]
+    pub gossip_profile: String,
+
+    /// Longest a request forwarded to a peer may take, in milliseconds;
+    /// past it a read is a miss and a write `SERVER_ERROR`.
+    #[arg(
+        long = "peer-timeout-ms",
+        env = "SHOAL_PEER_TIMEOUT_MS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..=60_000)
+    )]
+    pub peer_timeout_ms: u64,
 }
 
 impl Config {

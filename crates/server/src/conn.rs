@@ -8,13 +8,15 @@ use std::io::{self, IoSlice};
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
-use protocol::{Decode, OutBuf, Response};
+use protocol::{Command, Decode, OutBuf, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tracing::debug;
 
 use crate::Node;
 use crate::exec::{self, After};
+use crate::forward::{self, Pending, Plan};
+use crate::router::Table;
 
 /// Read buffer size for an idle connection, and the least spare room offered
 /// to each read.
@@ -85,7 +87,21 @@ impl Conn {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         loop {
-            let next = self.process(node);
+            let next = {
+                let Conn { rbuf, out, swallow } = &mut *self;
+                let table = node.router.as_ref().map(|r| r.table());
+                let mut waiting = Vec::new();
+                let (next, consumed) =
+                    process(rbuf, swallow, out, &mut waiting, node, table.as_deref());
+                // Answers from peers, in the client's order, each followed
+                // by the local answers decoded after it.
+                for (pending, after) in waiting {
+                    pending.finish(node, out).await;
+                    out.append(after);
+                }
+                rbuf.advance(consumed);
+                next
+            };
             if !self.out.is_empty() {
                 let written = self.out.len();
                 write_out(stream, &mut self.out).await?;
@@ -114,50 +130,91 @@ impl Conn {
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
     }
+}
 
-    /// Answer every whole request in the read buffer.
-    fn process(&mut self, node: &Node) -> Next {
-        let Conn { rbuf, out, swallow } = self;
-        let mut pos = 0;
-        let next = loop {
+/// Answers waiting on peers, each with the local answers that follow it.
+type Waiting<'a> = Vec<(Pending<'a>, OutBuf)>;
+
+/// Most answers waiting on peers in one pass: past it, they are finished
+/// and written before more requests are decoded.
+const MAX_WAITING: usize = 1024;
+
+/// Answers every whole request in `rbuf`: local ones into `out` (or after
+/// the last answer waiting on peers), forwarded ones into `waiting`.
+/// Returns why it stopped and how many bytes of `rbuf` it consumed.
+fn process<'a>(
+    rbuf: &'a [u8],
+    swallow: &mut usize,
+    out: &mut OutBuf,
+    waiting: &mut Waiting<'a>,
+    node: &Node,
+    table: Option<&Table>,
+) -> (Next, usize) {
+    let mut pos = 0;
+    let mut waiting_len = 0;
+    let next = loop {
+        if *swallow > 0 {
+            let n = (*swallow).min(rbuf.len() - pos);
+            pos += n;
+            *swallow -= n;
             if *swallow > 0 {
-                let n = (*swallow).min(rbuf.len() - pos);
-                pos += n;
-                *swallow -= n;
-                if *swallow > 0 {
-                    break Next::Read;
-                }
+                break Next::Read;
             }
-            if out.len() >= OUT_HIGH_WATER {
-                break Next::Write;
-            }
-            match protocol::decode(&rbuf[pos..], &node.limits) {
-                Decode::Incomplete => break Next::Read,
-                Decode::Request { request, consumed } => {
-                    pos += consumed;
-                    match exec::execute(node, &request, out) {
-                        After::Continue => {}
-                        After::Swallow(n) => *swallow = n,
-                        After::Close => break Next::Close,
-                    }
-                }
-                Decode::Invalid {
-                    error,
-                    reply,
-                    consumed,
-                    close,
-                } => {
-                    protocol::encode(&reply, &Response::Error(error), out);
-                    pos += consumed;
-                    if close {
-                        break Next::Close;
-                    }
-                }
-            }
+        }
+        let last_len = waiting.last().map_or(0, |(_, after)| after.len());
+        if out.len() + waiting_len + last_len >= OUT_HIGH_WATER || waiting.len() >= MAX_WAITING {
+            break Next::Write;
+        }
+        let cur = match waiting.last_mut() {
+            Some((_, after)) => after,
+            None => &mut *out,
         };
-        rbuf.advance(pos);
-        next
-    }
+        match protocol::decode(&rbuf[pos..], &node.limits) {
+            Decode::Incomplete => break Next::Read,
+            Decode::Request { request, consumed } => {
+                pos += consumed;
+                let plan = match table {
+                    Some(table) => forward::plan(node, table, &request),
+                    None => Plan::Local,
+                };
+                let after = match plan {
+                    Plan::Local => exec::execute(node, &request, cur),
+                    Plan::Refuse(error) => {
+                        protocol::encode(&request.reply, &Response::Error(error), cur);
+                        match request.command {
+                            Command::TooLarge { swallow, .. } => After::Swallow(swallow),
+                            _ => After::Continue,
+                        }
+                    }
+                    Plan::Forward(pending, after) => {
+                        if let Some((_, last)) = waiting.last() {
+                            waiting_len += last.len();
+                        }
+                        waiting.push((pending, OutBuf::new()));
+                        after
+                    }
+                };
+                match after {
+                    After::Continue => {}
+                    After::Swallow(n) => *swallow = n,
+                    After::Close => break Next::Close,
+                }
+            }
+            Decode::Invalid {
+                error,
+                reply,
+                consumed,
+                close,
+            } => {
+                protocol::encode(&reply, &Response::Error(error), cur);
+                pos += consumed;
+                if close {
+                    break Next::Close;
+                }
+            }
+        }
+    };
+    (next, pos)
 }
 
 /// Write everything pending, in vectored writes.

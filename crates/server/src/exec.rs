@@ -188,7 +188,7 @@ pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> A
 
 /// A get's answer for one found item. Large values are handed on as shared
 /// `Bytes` over the item itself, so they reach the socket without a copy.
-fn hit<'a>(key: &'a [u8], found: &'a Found, now: u32) -> Response<'a> {
+pub(crate) fn hit<'a>(key: &'a [u8], found: &'a Found, now: u32) -> Response<'a> {
     let item = &found.item;
     let value = if item.value().len() >= ZERO_COPY_MIN {
         Value::Shared(item.value_bytes())

@@ -11,11 +11,18 @@
 //! - `stats`: memcached's `stats` groups with memcached's field names.
 //! - `peer`: the peer gRPC API served from the same node's store, on
 //!   [`Listeners::peer`].
+//! - `router`: follows the cluster's membership and says who owns a key;
+//!   `forward`: sends a request to its owner and puts the answers back in
+//!   the client's order.
+//! - `http`: `/healthz`, `/readyz` and `/cluster` on [`Listeners::http`].
 
 pub mod config;
 mod conn;
 mod exec;
+mod forward;
+mod http;
 mod peer;
+mod router;
 mod stats;
 
 use std::future::Future;
@@ -25,8 +32,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use cluster::client::ClientConfig;
+use cluster::membership::{Endpoints, NodeIdentity};
+use cluster::{Membership, MembershipConfig, NodeName, Profile};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::net::{TcpListener, TcpStream, UdpSocket, UnixListener, UnixStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{info, warn};
@@ -45,6 +55,29 @@ pub struct Settings {
     pub sweep_interval: Duration,
     /// How long a graceful shutdown waits for connections to finish.
     pub drain_timeout: Duration,
+    /// Clustering; `None` (or no gossip socket) serves as a plain single
+    /// node that owns every key.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// How a node takes part in a cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// The stable name the ring is keyed by.
+    pub node_name: NodeName,
+    /// Other nodes' gossip addresses (`host:port`); empty: a cluster of one.
+    pub seeds: Vec<String>,
+    /// The host peers and clients are told to use for this node.
+    pub advertise_host: String,
+    /// Where peers send gossip to; `None`: the gossip socket's bound
+    /// address (right unless it is bound to a wildcard address).
+    pub gossip_addr: Option<std::net::SocketAddr>,
+    /// The ports this node announces; 0 means "the bound listener's port".
+    pub memcache_port: u16,
+    pub peer_port: u16,
+    pub http_port: u16,
+    pub profile: Profile,
+    pub client: ClientConfig,
 }
 
 impl Default for Settings {
@@ -57,6 +90,7 @@ impl Default for Settings {
             threads: 4,
             sweep_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(5),
+            cluster: None,
         }
     }
 }
@@ -82,6 +116,11 @@ pub struct Listeners {
     pub unix: Option<(UnixListener, PathBuf)>,
     /// The peer gRPC API (`--peer-port`), served from the same store.
     pub peer: Option<TcpListener>,
+    /// Gossip (`--gossip-port`); with [`Settings::cluster`], the node joins
+    /// a cluster through it.
+    pub gossip: Option<UdpSocket>,
+    /// `/healthz`, `/readyz`, `/cluster` (`--http-port`).
+    pub http: Option<TcpListener>,
 }
 
 /// Counters the connection loop keeps, read by `stats`.
@@ -111,14 +150,35 @@ pub(crate) struct Node {
     pub started: Instant,
     /// Set once the "auth is off" warning was logged.
     pub warned_auth_off: AtomicBool,
+    /// The cluster side; `None` on a plain single node.
+    pub router: Option<router::Router>,
 }
 
 impl Node {
-    pub fn new(settings: Settings) -> Self {
-        let store = store::Store::new(store::Config {
+    pub fn new(settings: Settings, membership: Option<Membership>) -> Self {
+        let config = store::Config {
             memory_limit: settings.memory_limit,
             max_item_size: settings.max_item_size,
             ..store::Config::default()
+        };
+        let store = match &membership {
+            // CAS values carry this process's identity in their top 16
+            // bits, so a token from another node, or from an earlier life
+            // of this one, never matches here.
+            Some(m) => {
+                let view = m.view();
+                let tag = cas_tag(view.local.name(), view.generation());
+                store::Store::with_cas_start(config, Arc::new(store::SystemClock), tag << 48)
+            }
+            None => store::Store::new(config),
+        };
+        let router = membership.map(|m| {
+            let client = settings
+                .cluster
+                .as_ref()
+                .map(|c| c.client.clone())
+                .unwrap_or_default();
+            router::Router::new(m, client)
         });
         let limits = protocol::Limits {
             max_value_len: settings.max_item_size,
@@ -131,8 +191,48 @@ impl Node {
             counters: Counters::default(),
             started: Instant::now(),
             warned_auth_off: AtomicBool::new(false),
+            router,
         }
     }
+
+    /// Whether this node serves clients: always on a plain single node;
+    /// in a cluster, once it has joined and owns its arcs.
+    pub fn is_ready(&self) -> bool {
+        self.router.as_ref().is_none_or(|r| r.table().ready)
+    }
+}
+
+/// 16 bits from the node's name and generation (SipHash-2-4 as the ring's
+/// placement hash), never 0 so that CAS values stay far from the low ones a
+/// plain node hands out.
+fn cas_tag(name: &NodeName, generation: u64) -> u64 {
+    let mut bytes = name.as_bytes().to_vec();
+    bytes.extend_from_slice(&generation.to_le_bytes());
+    (cluster::ring::point(&bytes) >> 48).max(1)
+}
+
+/// Starts membership on `socket` for `settings`, announcing the bound ports
+/// of the other listeners where the settings say 0.
+fn start_membership(
+    settings: &ClusterSettings,
+    socket: UdpSocket,
+    ports: (u16, u16, u16),
+) -> io::Result<(Membership, tokio::task::JoinHandle<()>)> {
+    let pick = |want: u16, bound: u16| if want == 0 { bound } else { want };
+    let gossip = match settings.gossip_addr {
+        Some(addr) => addr,
+        None => socket.local_addr()?,
+    };
+    let endpoints = Endpoints {
+        host: settings.advertise_host.clone(),
+        memcache_port: pick(settings.memcache_port, ports.0),
+        peer_port: pick(settings.peer_port, ports.1),
+        http_port: pick(settings.http_port, ports.2),
+    };
+    let identity = NodeIdentity::new(settings.node_name.clone(), gossip, endpoints)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    let config = MembershipConfig::new(settings.seeds.clone(), settings.profile.clone());
+    Ok(Membership::start(config, socket, identity))
 }
 
 /// Serve `listeners` until `shutdown` resolves, then stop accepting, let open
@@ -147,13 +247,37 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let node = Arc::new(Node::new(settings));
+    let Listeners {
+        tcp,
+        unix,
+        peer,
+        gossip,
+        http,
+    } = listeners;
+    let port = |l: &Option<TcpListener>| {
+        l.as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map_or(0, |a| a.port())
+    };
+    let ports = (port(&tcp), port(&peer), port(&http));
+    let (membership, gossip_task) = match (&settings.cluster, gossip) {
+        (Some(cluster), Some(socket)) => {
+            let (m, task) = start_membership(cluster, socket, ports)?;
+            (Some(m), Some(task))
+        }
+        _ => (None, None),
+    };
+    let views = membership.as_ref().map(Membership::subscribe);
+    let node = Arc::new(Node::new(settings, membership));
     let (stop_tx, stop_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(node.settings.conn_limit));
     let mut tasks = JoinSet::new();
 
     let sweeper = tokio::spawn(sweep_loop(node.clone(), stop_rx.clone()));
-    let Listeners { tcp, unix, peer } = listeners;
+    let follower = views.map(|views| tokio::spawn(router::follow(node.clone(), views)));
+    if let Some(http) = http {
+        tasks.spawn(http::serve(http, node.clone(), stop_rx.clone()));
+    }
     let unix_path = unix.as_ref().map(|(_, p)| p.clone());
     if let Some(tcp) = tcp {
         tasks.spawn(accept_loop(
@@ -176,6 +300,14 @@ pub async fn run(
     }
 
     shutdown.await;
+    if let Some(router) = &node.router {
+        // Leave while still serving: peers take this node out of their
+        // rings during the grace period, then forget it.
+        info!("leaving the cluster");
+        if router.membership.leave().await.is_err() {
+            warn!("the membership task had already stopped");
+        }
+    }
     info!("shutting down: no new connections, draining open ones");
     let _ = stop_tx.send(true);
     let drained = tokio::time::timeout(node.settings.drain_timeout, async {
@@ -187,6 +319,12 @@ pub async fn run(
         tasks.abort_all();
     }
     sweeper.abort();
+    if let Some(task) = follower {
+        task.abort();
+    }
+    if let Some(task) = gossip_task {
+        task.abort();
+    }
     if let Some(path) = unix_path {
         let _ = std::fs::remove_file(path);
     }

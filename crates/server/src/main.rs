@@ -1,11 +1,14 @@
 //! The `shoal` binary: parse flags, bind, serve until SIGTERM or SIGINT.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use server::{Config, Listeners, Settings};
-use tokio::net::{TcpListener, UnixListener};
+use cluster::client::ClientConfig;
+use cluster::{NodeName, Profile};
+use server::{ClusterSettings, Config, Listeners, Settings};
+use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tracing::{info, warn};
 
 fn main() -> anyhow::Result<()> {
@@ -27,13 +30,8 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    if !config.seeds.is_empty() {
-        warn!(
-            "--seeds given, but clustering is not built yet: serving as a single node and ignoring {:?}",
-            config.seeds
-        );
-    }
-    let addr = SocketAddr::new(config.listen, config.port);
+    let ip = config.listen;
+    let addr = SocketAddr::new(ip, config.port);
     let tcp = TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
@@ -50,22 +48,132 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let peer_addr = SocketAddr::new(ip, config.peer_port);
+    let peer = TcpListener::bind(peer_addr)
+        .await
+        .with_context(|| format!("binding the peer port {peer_addr}"))?;
+    let http_addr = SocketAddr::new(ip, config.http_port);
+    let http = TcpListener::bind(http_addr)
+        .await
+        .with_context(|| format!("binding the HTTP port {http_addr}"))?;
+    let gossip_addr = SocketAddr::new(ip, config.gossip_port);
+    let gossip = UdpSocket::bind(gossip_addr)
+        .await
+        .with_context(|| format!("binding the gossip port {gossip_addr}/udp"))?;
+
+    let cluster = cluster_settings(&config, &tcp, &peer, &http, &gossip).await?;
     info!(
-        "shoal {} listening on {} (memory limit {} MB, item size max {} bytes, {} threads)",
+        "shoal {} node {} listening on {} (peer {}, gossip {}/udp, http {}; memory limit {} MB, item size max {} bytes, {} threads){}",
         env!("CARGO_PKG_VERSION"),
+        cluster.node_name,
         tcp.local_addr()?,
+        peer.local_addr()?,
+        gossip.local_addr()?,
+        http.local_addr()?,
         config.memory_limit >> 20,
         config.max_item_size,
         config.threads,
+        if cluster.seeds.is_empty() {
+            ", no seeds: a cluster of one".to_owned()
+        } else {
+            format!(", seeds {}", cluster.seeds.join(","))
+        }
     );
     let listeners = Listeners {
         tcp: Some(tcp),
         unix,
-        peer: None,
+        peer: Some(peer),
+        gossip: Some(gossip),
+        http: Some(http),
     };
-    server::run(listeners, Settings::from(&config), shutdown_signal()).await?;
+    let settings = Settings {
+        cluster: Some(cluster),
+        ..Settings::from(&config)
+    };
+    server::run(listeners, settings, shutdown_signal()).await?;
     info!("stopped");
     Ok(())
+}
+
+/// The cluster side of the command line: the node's name (default: the
+/// host name), what it advertises, and how it finds the others.
+async fn cluster_settings(
+    config: &Config,
+    tcp: &TcpListener,
+    peer: &TcpListener,
+    http: &TcpListener,
+    gossip: &UdpSocket,
+) -> anyhow::Result<ClusterSettings> {
+    let hostname = hostname().unwrap_or_else(|| "localhost".to_owned());
+    let name = config.node_name.clone().unwrap_or_else(|| hostname.clone());
+    let node_name = NodeName::new(&name).context("--node-name")?;
+    let bound = gossip.local_addr()?;
+    // Peers are told a name they can resolve: the bound address when it is
+    // a real one; with a wildcard, the host's name (in Kubernetes, pass
+    // the pod's stable DNS name with --advertise-host).
+    let advertise_host = match &config.advertise_host {
+        Some(host) => host.clone(),
+        None if config.listen.is_unspecified() => hostname.clone(),
+        None => config.listen.to_string(),
+    };
+    // Gossip goes to an IP, never waiting on DNS: resolve the advertised
+    // host once now when bound to a wildcard.
+    let gossip_addr = if bound.ip().is_unspecified() {
+        let resolved = tokio::net::lookup_host((advertise_host.as_str(), bound.port()))
+            .await
+            .ok()
+            .and_then(|mut addrs| addrs.find(|a| a.is_ipv4() == bound.is_ipv4()));
+        match resolved {
+            Some(addr) => Some(addr),
+            None => {
+                warn!(
+                    "cannot resolve --advertise-host {advertise_host:?}; peers will be told 127.0.0.1"
+                );
+                Some(SocketAddr::new([127, 0, 0, 1].into(), bound.port()))
+            }
+        }
+    } else {
+        None
+    };
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port());
+    let mut profile = match config.gossip_profile.as_str() {
+        "fast" => Profile::fast(),
+        _ => Profile::lan(),
+    };
+    profile.vnodes = cluster::DEFAULT_VNODES;
+    Ok(ClusterSettings {
+        node_name,
+        seeds: config
+            .seeds
+            .iter()
+            .filter(|s| !s.trim().is_empty())
+            .cloned()
+            .collect(),
+        advertise_host,
+        gossip_addr,
+        memcache_port: port(tcp)?,
+        peer_port: port(peer)?,
+        http_port: port(http)?,
+        profile,
+        client: ClientConfig {
+            deadline: Duration::from_millis(config.peer_timeout_ms),
+            ..ClientConfig::default()
+        },
+    })
+}
+
+/// The host name (`gethostname`), if it is valid UTF-8.
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into `buf`.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return None;
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8(buf[..end].to_vec())
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 async fn shutdown_signal() {

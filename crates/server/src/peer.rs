@@ -214,6 +214,23 @@ fn admit<'a>(
     Ok(())
 }
 
+/// In a cluster, a key this node's ring does not give it is refused: the
+/// two nodes' rings disagree for a moment, and answering from (or writing
+/// to) a copy this node no longer owns could bring stale data back.
+fn owned<'a>(node: &Node, mut keys: impl Iterator<Item = &'a Bytes>) -> Result<(), ErrorCode> {
+    match &node.router {
+        Some(router) => {
+            let table = router.table();
+            if keys.all(|k| table.owns(k)) {
+                Ok(())
+            } else {
+                Err(ErrorCode::NotOwner)
+            }
+        }
+        None => Ok(()),
+    }
+}
+
 fn store_error(e: store::Error) -> ErrorCode {
     match e {
         store::Error::TooLarge => ErrorCode::TooLarge,
@@ -223,7 +240,9 @@ fn store_error(e: store::Error) -> ErrorCode {
 }
 
 fn get(node: &Node, r: &GetRequest) -> GetResponse {
-    if let Err(code) = admit(node, &r.namespace, r.keys.iter()) {
+    if let Err(code) =
+        admit(node, &r.namespace, r.keys.iter()).and_then(|()| owned(node, r.keys.iter()))
+    {
         return GetResponse {
             error: code as i32,
             items: Vec::new(),
@@ -268,7 +287,9 @@ fn store(node: &Node, r: &StoreRequest) -> StoreResponse {
         outcome: StoreOutcome::Unspecified as i32,
         cas: 0,
     };
-    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter()) {
+    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
+        .and_then(|()| owned(node, [&r.key].into_iter()))
+    {
         return refused(code);
     }
     let mode = match StoreMode::try_from(r.mode) {
@@ -306,7 +327,9 @@ fn store(node: &Node, r: &StoreRequest) -> StoreResponse {
 }
 
 fn delete(node: &Node, r: &DeleteRequest) -> DeleteResponse {
-    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter()) {
+    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
+        .and_then(|()| owned(node, [&r.key].into_iter()))
+    {
         return DeleteResponse {
             error: code as i32,
             outcome: DeleteOutcome::Unspecified as i32,
@@ -330,7 +353,9 @@ fn arith(node: &Node, r: &ArithRequest) -> ArithResponse {
         value: 0,
         cas: 0,
     };
-    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter()) {
+    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
+        .and_then(|()| owned(node, [&r.key].into_iter()))
+    {
         return refused(code);
     }
     let op = match ArithOp::try_from(r.op) {
@@ -355,7 +380,9 @@ fn arith(node: &Node, r: &ArithRequest) -> ArithResponse {
 
 fn touch(node: &Node, r: &TouchRequest) -> TouchResponse {
     let mut response = TouchResponse::default();
-    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter()) {
+    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
+        .and_then(|()| owned(node, [&r.key].into_iter()))
+    {
         response.error = code as i32;
         return response;
     }

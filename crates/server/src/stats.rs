@@ -16,6 +16,7 @@ pub(crate) fn group(node: &Node, group: &[u8]) -> Option<Vec<(String, String)>> 
         Some(b"settings") => settings(node, &mut lines),
         Some(b"items") => items(node, &mut lines),
         Some(b"slabs") => slabs(node, &mut lines),
+        Some(b"cluster") => cluster(node, &mut lines),
         Some(_) => return None,
     }
     Some(lines.0)
@@ -88,6 +89,68 @@ fn general(node: &Node, out: &mut Lines) {
     out.add("evicted_unfetched", s.evicted_unfetched);
     out.add("evictions", s.evictions);
     out.add("reclaimed", s.reclaimed);
+    if let Some(router) = &node.router {
+        let table = router.table();
+        out.add("cluster_members", table.view.members.len());
+        out.add("cluster_ring_members", table.view.ring.len());
+        out.add(
+            "cluster_ring_version",
+            format!("{:016x}", table.view.ring.version()),
+        );
+        let (mut forwarded, mut errors) = (0, 0);
+        for (_, s) in router.peer_stats() {
+            forwarded += s.forwarded.load(Ordering::Relaxed);
+            errors += s.errors.load(Ordering::Relaxed);
+        }
+        out.add("cluster_forwarded", forwarded);
+        out.add("cluster_forward_errors", errors);
+    }
+}
+
+/// `stats cluster`: this node's view of the membership and its forwarding
+/// figures per peer. A plain single node answers `ready 1` and no members.
+fn cluster(node: &Node, out: &mut Lines) {
+    let Some(router) = &node.router else {
+        out.add("node_name", "-");
+        out.add("node_state", "ready");
+        out.add("ready", 1);
+        out.add("members", 1);
+        out.add("ring_members", 1);
+        return;
+    };
+    let table = router.table();
+    let view = &table.view;
+    out.add("node_name", view.local.name());
+    out.add("node_state", view.local.state());
+    out.add("ready", u8::from(table.ready));
+    out.add("joined", u8::from(view.joined));
+    out.add("generation", view.generation());
+    out.add("epoch", view.epoch);
+    out.add("ring_version", format!("{:016x}", view.ring.version()));
+    out.add("ring_members", view.ring.len());
+    out.add("members", view.members.len());
+    for m in &view.members {
+        out.add(
+            format!("member:{}", m.name()),
+            format!(
+                "{},{},{},{}",
+                m.state(),
+                m.memcache_addr(),
+                m.peer_addr(),
+                m.http_addr()
+            ),
+        );
+    }
+    for (name, s) in router.peer_stats() {
+        out.add(
+            format!("forwarded:{name}"),
+            s.forwarded.load(Ordering::Relaxed),
+        );
+        out.add(
+            format!("forward_errors:{name}"),
+            s.errors.load(Ordering::Relaxed),
+        );
+    }
 }
 
 fn settings(node: &Node, out: &mut Lines) {

@@ -32,6 +32,14 @@ fn start(args: &[&str], env: &[(&str, &str)], port_via_env: bool) -> Proc {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_shoal"));
     cmd.args(["-l", "127.0.0.1"]).args(args);
+    // The cluster listeners too, so tests running side by side never
+    // fight over the default ports.
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let gossip = udp.local_addr().unwrap().port();
+    drop(udp);
+    cmd.args(["--gossip-port", &gossip.to_string()])
+        .args(["--peer-port", &free_port().to_string()])
+        .args(["--http-port", &free_port().to_string()]);
     if port_via_env {
         cmd.env("SHOAL_MEMCACHE_PORT", port.to_string());
     } else {

@@ -948,6 +948,19 @@ impl Store {
         }
     }
 
+    /// Unlinks every item whose key `keep` refuses, one shard at a time,
+    /// and returns how many live items went. For a node whose ring moved
+    /// keys to other owners: a copy it no longer owns must not be served
+    /// again if ownership comes back. Each shard's lock is held while its
+    /// items are looked at.
+    pub fn retain(&self, keep: impl Fn(&[u8]) -> bool) -> usize {
+        let ctx = self.ctx(self.now());
+        let mut keep = keep;
+        (0..self.shards.len())
+            .map(|index| self.lock(index).retain(&ctx, &mut keep))
+            .sum()
+    }
+
     /// Background expiry: looks at up to `budget` slab slots in each shard,
     /// resuming where the previous sweep stopped, and unlinks the expired and
     /// flushed items. Returns how many it reclaimed. A server calls this

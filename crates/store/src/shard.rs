@@ -436,6 +436,23 @@ impl Shard {
         reclaimed
     }
 
+    /// Unlinks every item whose key `keep` refuses (dead items too), and
+    /// returns how many live ones it dropped.
+    pub(crate) fn retain(&mut self, ctx: &Ctx<'_>, keep: &mut dyn FnMut(&[u8]) -> bool) -> usize {
+        let mut dropped = 0;
+        for idx in 0..self.slab.len() as u32 {
+            let Some(item) = self.item(idx) else {
+                continue;
+            };
+            if keep(item.key()) {
+                continue;
+            }
+            dropped += usize::from(ctx.dead(item).is_none());
+            self.remove(ctx, idx);
+        }
+        dropped
+    }
+
     /// Empties the shard, returning its index (to be dropped, freeing every
     /// item, after the lock is released) and the bytes it was charged, which
     /// the caller releases. Counters are kept.

@@ -1115,3 +1115,24 @@ fn store_is_send_and_sync() {
     check::<Item>();
     check::<Found>();
 }
+
+#[test]
+fn retain_drops_exactly_the_refused_keys_and_frees_their_memory() {
+    let (s, _) = default_store();
+    for i in 0..1000 {
+        set(&s, &format!("key{i}"), "value");
+    }
+    let before = s.used.load(Ordering::Relaxed);
+    let dropped = s.retain(|k| k.last().is_some_and(|b| b % 2 == 0));
+    assert_eq!(dropped, 500);
+    assert_eq!(s.stats().curr_items, 500);
+    for i in 0..1000 {
+        let want = (i % 2 == 0).then(|| "value".to_owned());
+        assert_eq!(value(&s, &format!("key{i}")), want, "key{i}");
+    }
+    assert!(s.used.load(Ordering::Relaxed) < before);
+    check_invariants(&s);
+    // Dropped keys can be stored again.
+    set(&s, "key1", "again");
+    assert_eq!(value(&s, "key1").as_deref(), Some("again"));
+}

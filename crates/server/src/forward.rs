@@ -1,0 +1,560 @@
+//! Requests answered by other nodes: planning them (synchronously, in the
+//! connection's pass over its read buffer) and finishing them (awaiting
+//! the peers' answers and encoding them in the client's order).
+//!
+//! [`plan`] looks at one decoded request with the pass's routing
+//! [`Table`]. Everything this node owns, and every request without a key,
+//! is [`Plan::Local`]: `exec` answers it as on a single node. A request
+//! for a key owned elsewhere is handed to the owner's peer handle at once
+//! — so operations for one peer leave in the client's order — and becomes
+//! a [`Pending`] answer. A multi-key get is split: local keys are looked
+//! up now, the others go as one `GetRequest` per owner, all in flight
+//! together, and the answer is put back together in the client's key
+//! order. `flush_all` is applied here and sent to every live member; it
+//! answers `OK` only once all of them have flushed.
+//!
+//! Failures follow ARCHITECTURE.md: a read that a peer could not answer
+//! is a miss, a write is `SERVER_ERROR` (binary: a non-success status),
+//! and nothing waits longer than the peer client's deadline.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use cluster::peer::v1::{
+    self as api, ArithOp as ApiArithOp, ArithOutcome, DeleteOutcome, ErrorCode, Operation,
+    OperationResult, StoreMode as ApiStoreMode, StoreOutcome, operation, operation_result,
+};
+use protocol::{
+    ArithOp, Command, Error, Hit, Keys, OutBuf, Reply, Request, Response, StoreMode, Value,
+};
+use store::Found;
+
+use crate::Node;
+use crate::exec::{self, After};
+use crate::router::{Owner, Remote, Table};
+
+type Call = Pin<Box<dyn Future<Output = Result<OperationResult, cluster::Error>> + Send>>;
+
+/// What to do with one request. Lives on the stack for one request and is
+/// moved once, so the size of `Forward` costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Plan<'a> {
+    /// Answer it from the local store.
+    Local,
+    /// Answer it with this error now (the node is not ready, or the owner
+    /// cannot be reached at all).
+    Refuse(Error),
+    /// Its answer comes from peers; then continue as `After` says.
+    Forward(Pending<'a>, After),
+}
+
+/// An answer waiting on peers.
+pub(crate) struct Pending<'a> {
+    reply: Reply<'a>,
+    kind: Kind<'a>,
+}
+
+enum Kind<'a> {
+    /// One keyed operation (store, delete, arith, touch) at one owner.
+    One { call: Sent, what: One },
+    /// A get of one or many keys, some perhaps local.
+    Get {
+        keys: Vec<&'a [u8]>,
+        slots: Vec<Slot>,
+        calls: Vec<Sent>,
+        /// `me`: answer the debug line, not a hit.
+        debug: bool,
+    },
+    /// `flush_all`: flushed here already, sent to every other live member.
+    Flush { calls: Vec<Sent> },
+}
+
+/// How to read a single operation's answer.
+#[derive(Clone, Copy)]
+enum One {
+    Store,
+    /// The value was refused as too large before it was read: whatever the
+    /// owner says, the client hears "too large".
+    TooLarge,
+    Delete,
+    Arith,
+    Touch,
+}
+
+/// Where one key of a get is answered.
+enum Slot {
+    Local(Option<Found>),
+    /// The `pos`th key of the `call`th remote get.
+    Remote {
+        call: usize,
+        pos: usize,
+    },
+}
+
+/// An operation handed to a peer, and whose counters its outcome goes to.
+struct Sent {
+    answer: Call,
+    remote: Remote,
+}
+
+impl Sent {
+    fn send(remote: &Remote, op: operation::Op) -> Sent {
+        remote.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        Sent {
+            answer: Box::pin(remote.peer.send(Operation { op: Some(op) })),
+            remote: remote.clone(),
+        }
+    }
+
+    /// The peer's answer; a failed call or a missing result counts as a
+    /// forward error.
+    async fn wait(self) -> Result<operation_result::Result, cluster::Error> {
+        let answer = self.answer.await.and_then(|r| {
+            r.result
+                .ok_or(cluster::Error::Peer(ErrorCode::InvalidArgument))
+        });
+        if answer.is_err() {
+            self.remote.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        answer
+    }
+}
+
+fn not_ready() -> Error {
+    Error::Unavailable("node not ready: not yet part of the cluster".into())
+}
+
+fn unreachable_owner() -> Error {
+    Error::Unavailable("owner unreachable".into())
+}
+
+/// Routes one request (see the module docs). Counts client commands as
+/// `exec` does for the ones it keeps.
+pub(crate) fn plan<'a>(node: &Node, table: &Table, request: &Request<'a>) -> Plan<'a> {
+    let counters = &node.counters;
+    let single = |key: &'a [u8], what: One, op: operation::Op| -> Plan<'a> {
+        match table.owner(key) {
+            Owner::Local => Plan::Local,
+            Owner::Unavailable if !table.ready => Plan::Refuse(not_ready()),
+            Owner::Unavailable => Plan::Refuse(unreachable_owner()),
+            Owner::Remote(remote) => Plan::Forward(
+                Pending {
+                    reply: request.reply.clone(),
+                    kind: Kind::One {
+                        call: Sent::send(remote, op),
+                        what,
+                    },
+                },
+                After::Continue,
+            ),
+        }
+    };
+    let bytes = Bytes::copy_from_slice;
+    match &request.command {
+        Command::Get { keys, touch } => plan_get(node, table, request, *keys, *touch, false),
+        Command::MetaDebug { key } => plan_get(node, table, request, Keys::One(key), None, true),
+        &Command::Store {
+            mode,
+            key,
+            flags,
+            exptime,
+            value,
+            cas,
+        } => {
+            let plan = single(
+                key,
+                One::Store,
+                operation::Op::Store(api::StoreRequest {
+                    mode: store_mode(mode) as i32,
+                    key: bytes(key),
+                    flags,
+                    exptime,
+                    value: bytes(value),
+                    cas,
+                    ..Default::default()
+                }),
+            );
+            if !matches!(plan, Plan::Local) {
+                counters.cmd_set.fetch_add(1, Ordering::Relaxed);
+            }
+            plan
+        }
+        &Command::TooLarge {
+            mode,
+            key,
+            cas,
+            swallow,
+        } => match single(
+            key,
+            One::TooLarge,
+            operation::Op::Store(api::StoreRequest {
+                mode: store_mode(mode) as i32,
+                key: bytes(key),
+                cas,
+                too_large: true,
+                ..Default::default()
+            }),
+        ) {
+            Plan::Local => Plan::Local,
+            // Whoever owns it, the client hears "too large" and the
+            // payload is discarded.
+            Plan::Refuse(_) => {
+                counters.cmd_set.fetch_add(1, Ordering::Relaxed);
+                Plan::Refuse(Error::TooLarge)
+            }
+            Plan::Forward(pending, _) => {
+                counters.cmd_set.fetch_add(1, Ordering::Relaxed);
+                Plan::Forward(pending, After::Swallow(swallow))
+            }
+        },
+        &Command::Delete { key, cas } => single(
+            key,
+            One::Delete,
+            operation::Op::Delete(api::DeleteRequest {
+                key: bytes(key),
+                cas,
+                ..Default::default()
+            }),
+        ),
+        &Command::Arith {
+            key,
+            op,
+            delta,
+            vivify,
+            cas,
+        } => single(
+            key,
+            One::Arith,
+            operation::Op::Arith(api::ArithRequest {
+                key: bytes(key),
+                op: match op {
+                    ArithOp::Incr => ApiArithOp::Incr,
+                    ArithOp::Decr => ApiArithOp::Decr,
+                } as i32,
+                delta,
+                vivify: vivify.map(|v| api::Vivify {
+                    initial: v.initial,
+                    exptime: v.exptime,
+                }),
+                cas,
+                ..Default::default()
+            }),
+        ),
+        &Command::Touch { key, exptime } => {
+            let plan = single(
+                key,
+                One::Touch,
+                operation::Op::Touch(api::TouchRequest {
+                    key: bytes(key),
+                    exptime,
+                    ..Default::default()
+                }),
+            );
+            if !matches!(plan, Plan::Local) {
+                counters.cmd_touch.fetch_add(1, Ordering::Relaxed);
+            }
+            plan
+        }
+        &Command::FlushAll { delay } => {
+            if node.settings.disable_flush || table.remotes.is_empty() {
+                return Plan::Local;
+            }
+            counters.cmd_flush.fetch_add(1, Ordering::Relaxed);
+            node.store.flush_all(delay);
+            let calls = table
+                .remotes
+                .iter()
+                .map(|remote| {
+                    Sent::send(
+                        remote,
+                        operation::Op::FlushAll(api::FlushAllRequest {
+                            delay,
+                            ..Default::default()
+                        }),
+                    )
+                })
+                .collect();
+            Plan::Forward(
+                Pending {
+                    reply: request.reply.clone(),
+                    kind: Kind::Flush { calls },
+                },
+                After::Continue,
+            )
+        }
+        Command::Stats { .. }
+        | Command::Version
+        | Command::Verbosity { .. }
+        | Command::Noop
+        | Command::Quit
+        | Command::SaslListMechs
+        | Command::SaslAuth { .. }
+        | Command::SaslStep { .. } => Plan::Local,
+    }
+}
+
+fn plan_get<'a>(
+    node: &Node,
+    table: &Table,
+    request: &Request<'a>,
+    keys: Keys<'a>,
+    touch: Option<i64>,
+    debug: bool,
+) -> Plan<'a> {
+    // The common case first: every key is local, answered by `exec`.
+    let mut any_remote = false;
+    for key in keys.iter() {
+        match table.owner(key) {
+            Owner::Local => {}
+            Owner::Remote(_) => any_remote = true,
+            Owner::Unavailable if !table.ready => return Plan::Refuse(not_ready()),
+            // An unreachable owner's keys are misses.
+            Owner::Unavailable => any_remote = true,
+        }
+    }
+    if !any_remote {
+        return Plan::Local;
+    }
+    let counters = &node.counters;
+    let store = &node.store;
+    let mut keys_in_order = Vec::new();
+    let mut slots = Vec::new();
+    // Per remote (by position in the table): its call's index and keys.
+    let mut by_remote: Vec<Option<(usize, Vec<Bytes>)>> = vec![None; table.remotes.len()];
+    let mut targets: Vec<&Remote> = Vec::new();
+    for key in keys.iter() {
+        if !debug {
+            counters.cmd_get.fetch_add(1, Ordering::Relaxed);
+            if touch.is_some() {
+                counters.cmd_touch.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        keys_in_order.push(key);
+        let slot = match table.owner(key) {
+            Owner::Local => Slot::Local(match (debug, touch) {
+                (true, _) | (false, None) => store.get(key),
+                (false, Some(exptime)) => store.get_and_touch(key, exptime),
+            }),
+            Owner::Unavailable => Slot::Local(None),
+            Owner::Remote(remote) => {
+                let i = table
+                    .remotes
+                    .iter()
+                    .position(|r| r.name == remote.name)
+                    .expect("the owner is one of the table's remotes");
+                let (call, keys) = by_remote[i].get_or_insert_with(|| {
+                    targets.push(remote);
+                    (targets.len() - 1, Vec::new())
+                });
+                keys.push(Bytes::copy_from_slice(key));
+                Slot::Remote {
+                    call: *call,
+                    pos: keys.len() - 1,
+                }
+            }
+        };
+        slots.push(slot);
+    }
+    let mut calls: Vec<Option<Sent>> = (0..targets.len()).map(|_| None).collect();
+    for (remote, entry) in table.remotes.iter().zip(by_remote) {
+        if let Some((call, keys)) = entry {
+            calls[call] = Some(Sent::send(
+                remote,
+                operation::Op::Get(api::GetRequest {
+                    keys,
+                    touch,
+                    ..Default::default()
+                }),
+            ));
+        }
+    }
+    Plan::Forward(
+        Pending {
+            reply: request.reply.clone(),
+            kind: Kind::Get {
+                keys: keys_in_order,
+                slots,
+                calls: calls
+                    .into_iter()
+                    .map(|c| c.expect("every call sent"))
+                    .collect(),
+                debug,
+            },
+        },
+        After::Continue,
+    )
+}
+
+fn store_mode(mode: StoreMode) -> ApiStoreMode {
+    match mode {
+        StoreMode::Set => ApiStoreMode::Set,
+        StoreMode::Add => ApiStoreMode::Add,
+        StoreMode::Replace => ApiStoreMode::Replace,
+        StoreMode::Append => ApiStoreMode::Append,
+        StoreMode::Prepend => ApiStoreMode::Prepend,
+    }
+}
+
+impl Pending<'_> {
+    /// Waits for the peers (each call bounded by the client's deadline)
+    /// and encodes the answer into `out`.
+    pub(crate) async fn finish(self, node: &Node, out: &mut OutBuf) {
+        let reply = &self.reply;
+        let mut answer = |response: Response<'_>| protocol::encode(reply, &response, out);
+        match self.kind {
+            Kind::One { call, what } => {
+                let result = call.wait().await;
+                answer(one_response(what, result));
+            }
+            Kind::Flush { calls } => {
+                let mut failed = 0;
+                let total = calls.len();
+                for call in calls {
+                    let ok = match call.wait().await {
+                        Ok(operation_result::Result::FlushAll(r)) => r.error() == ErrorCode::None,
+                        _ => false,
+                    };
+                    failed += usize::from(!ok);
+                }
+                answer(if failed == 0 {
+                    Response::Ok
+                } else {
+                    Response::Error(Error::Server(
+                        format!("flush_all failed on {failed} of {} nodes", total + 1).into(),
+                    ))
+                });
+            }
+            Kind::Get {
+                keys,
+                slots,
+                calls,
+                debug,
+            } => {
+                let mut answers = Vec::with_capacity(calls.len());
+                for call in calls {
+                    answers.push(match call.wait().await {
+                        Ok(operation_result::Result::Get(r)) if r.error() == ErrorCode::None => {
+                            r.items
+                        }
+                        // A read that failed is a miss.
+                        _ => Vec::new(),
+                    });
+                }
+                let now = node.store.now();
+                for (key, slot) in keys.into_iter().zip(slots) {
+                    let response = match &slot {
+                        Slot::Local(Some(found)) if debug => {
+                            let item = &found.item;
+                            debug_line(
+                                &mut answer,
+                                key,
+                                item.ttl(now),
+                                found.last_access,
+                                item.cas(),
+                                found.fetched,
+                                item.total_size(),
+                            );
+                            continue;
+                        }
+                        Slot::Local(Some(found)) => exec::hit(key, found, now),
+                        Slot::Local(None) => Response::Miss { key },
+                        Slot::Remote { call, pos } => match answers[*call].get(*pos) {
+                            Some(item) if item.found && debug => {
+                                debug_line(
+                                    &mut answer,
+                                    key,
+                                    item.ttl,
+                                    item.last_access,
+                                    item.cas,
+                                    item.fetched,
+                                    item.size as usize,
+                                );
+                                continue;
+                            }
+                            Some(item) if item.found => Response::Hit(Hit {
+                                key,
+                                flags: item.flags,
+                                cas: item.cas,
+                                value: Value::Shared(item.value.clone()),
+                                ttl: item.ttl,
+                                last_access: item.last_access,
+                                fetched: item.fetched,
+                            }),
+                            _ => Response::Miss { key },
+                        },
+                    };
+                    answer(response);
+                }
+                if !debug {
+                    answer(Response::End);
+                }
+            }
+        }
+    }
+}
+
+fn debug_line(
+    answer: &mut impl FnMut(Response<'_>),
+    key: &[u8],
+    ttl: i64,
+    last_access: u32,
+    cas: u64,
+    fetched: bool,
+    size: usize,
+) {
+    let fields = format!(
+        "exp={ttl} la={last_access} cas={cas} fetch={} cls=1 size={size}",
+        if fetched { "yes" } else { "no" },
+    );
+    answer(Response::Debug {
+        key,
+        fields: &fields,
+    });
+}
+
+/// The client's answer to one forwarded keyed operation.
+fn one_response(
+    what: One,
+    result: Result<operation_result::Result, cluster::Error>,
+) -> Response<'static> {
+    use operation_result::Result as R;
+    let refused =
+        |code: i32| cluster::Error::from_code(code).map(|e| Response::Error(e.to_protocol()));
+    match (what, result) {
+        (One::TooLarge, _) => Response::Error(Error::TooLarge),
+        (_, Err(e)) => Response::Error(e.to_protocol()),
+        (One::Store, Ok(R::Store(r))) => refused(r.error).unwrap_or(match r.outcome() {
+            StoreOutcome::Stored => Response::Stored { cas: r.cas },
+            StoreOutcome::NotStored => Response::NotStored,
+            StoreOutcome::Exists => Response::Exists,
+            StoreOutcome::NotFound => Response::NotFound,
+            StoreOutcome::Unspecified => Response::Error(Error::server("peer sent no outcome")),
+        }),
+        (One::Delete, Ok(R::Delete(r))) => refused(r.error).unwrap_or(match r.outcome() {
+            DeleteOutcome::Deleted => Response::Deleted,
+            DeleteOutcome::NotFound => Response::NotFound,
+            DeleteOutcome::Exists => Response::Exists,
+            DeleteOutcome::Unspecified => Response::Error(Error::server("peer sent no outcome")),
+        }),
+        (One::Arith, Ok(R::Arith(r))) => refused(r.error).unwrap_or(match r.outcome() {
+            ArithOutcome::Value => Response::Number {
+                value: r.value,
+                cas: r.cas,
+            },
+            ArithOutcome::NotFound => Response::NotFound,
+            ArithOutcome::Exists => Response::Exists,
+            ArithOutcome::Unspecified => Response::Error(Error::server("peer sent no outcome")),
+        }),
+        (One::Touch, Ok(R::Touch(r))) => refused(r.error).unwrap_or(if r.found {
+            Response::Touched {
+                flags: r.flags,
+                cas: r.cas,
+            }
+        } else {
+            Response::NotFound
+        }),
+        (_, Ok(_)) => Response::Error(Error::server("peer answered another operation")),
+    }
+}
