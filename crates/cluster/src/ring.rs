@@ -177,6 +177,19 @@ impl Ring {
         self.ring.get(&Raw(key)).map(|vnode| &vnode.name)
     }
 
+    /// The owner of `key` as an index into [`Ring::members`] (the same
+    /// member as [`Ring::owner`]): lets a router keep per-member state in
+    /// a plain slice. `None` only when the ring is empty.
+    pub fn owner_index(&self, key: &[u8]) -> Option<usize> {
+        if self.positions.is_empty() {
+            return None;
+        }
+        let at = point(key);
+        let i = self.positions.partition_point(|&p| p < at);
+        let i = if i == self.positions.len() { 0 } else { i };
+        Some(self.owner_at[i] as usize)
+    }
+
     /// The `n` distinct members that follow `key` on the ring, the owner
     /// first: where replicas of the key go, and who takes it over when the
     /// owner leaves. Fewer than `n` when the ring has fewer members.

@@ -19,6 +19,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
@@ -33,7 +34,7 @@ use store::Found;
 
 use crate::Node;
 use crate::exec::{self, After};
-use crate::router::{Owner, Remote, Table};
+use crate::router::{Owner, PeerStats, Remote, Table};
 
 type Call = Pin<Box<dyn Future<Output = Result<OperationResult, cluster::Error>> + Send>>;
 
@@ -59,6 +60,13 @@ pub(crate) struct Pending<'a> {
 enum Kind<'a> {
     /// One keyed operation (store, delete, arith, touch) at one owner.
     One { call: Sent, what: One },
+    /// A get of one key owned elsewhere (most gets): no call means the
+    /// owner cannot be reached, a miss.
+    GetOne {
+        key: &'a [u8],
+        call: Option<Sent>,
+        debug: bool,
+    },
     /// A get of one or many keys, some perhaps local.
     Get {
         keys: Vec<&'a [u8]>,
@@ -96,7 +104,7 @@ enum Slot {
 /// An operation handed to a peer, and whose counters its outcome goes to.
 struct Sent {
     answer: Call,
-    remote: Remote,
+    stats: Arc<PeerStats>,
 }
 
 impl Sent {
@@ -104,7 +112,7 @@ impl Sent {
         remote.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         Sent {
             answer: Box::pin(remote.peer.send(Operation { op: Some(op) })),
-            remote: remote.clone(),
+            stats: remote.stats.clone(),
         }
     }
 
@@ -116,7 +124,7 @@ impl Sent {
                 .ok_or(cluster::Error::Peer(ErrorCode::InvalidArgument))
         });
         if answer.is_err() {
-            self.remote.stats.errors.fetch_add(1, Ordering::Relaxed);
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
         }
         answer
     }
@@ -139,11 +147,11 @@ pub(crate) fn plan<'a>(node: &Node, table: &Table, request: &Request<'a>) -> Pla
             Owner::Local => Plan::Local,
             Owner::Unavailable if !table.ready => Plan::Refuse(not_ready()),
             Owner::Unavailable => Plan::Refuse(unreachable_owner()),
-            Owner::Remote(remote) => Plan::Forward(
+            Owner::Remote(i) => Plan::Forward(
                 Pending {
                     reply: request.reply.clone(),
                     kind: Kind::One {
-                        call: Sent::send(remote, op),
+                        call: Sent::send(&table.remotes[i], op),
                         what,
                     },
                 },
@@ -303,50 +311,76 @@ fn plan_get<'a>(
     touch: Option<i64>,
     debug: bool,
 ) -> Plan<'a> {
-    // The common case first: every key is local, answered by `exec`.
-    let mut any_remote = false;
-    for key in keys.iter() {
-        match table.owner(key) {
-            Owner::Local => {}
-            Owner::Remote(_) => any_remote = true,
-            Owner::Unavailable if !table.ready => return Plan::Refuse(not_ready()),
-            // An unreachable owner's keys are misses.
-            Owner::Unavailable => any_remote = true,
-        }
-    }
-    if !any_remote {
-        return Plan::Local;
-    }
     let counters = &node.counters;
-    let store = &node.store;
-    let mut keys_in_order = Vec::new();
-    let mut slots = Vec::new();
-    // Per remote (by position in the table): its call's index and keys.
-    let mut by_remote: Vec<Option<(usize, Vec<Bytes>)>> = vec![None; table.remotes.len()];
-    let mut targets: Vec<&Remote> = Vec::new();
-    for key in keys.iter() {
+    let count = |n: u64| {
         if !debug {
-            counters.cmd_get.fetch_add(1, Ordering::Relaxed);
+            counters.cmd_get.fetch_add(n, Ordering::Relaxed);
             if touch.is_some() {
-                counters.cmd_touch.fetch_add(1, Ordering::Relaxed);
+                counters.cmd_touch.fetch_add(n, Ordering::Relaxed);
             }
         }
+    };
+    let get = |remote: &Remote, keys: Vec<Bytes>| {
+        Sent::send(
+            remote,
+            operation::Op::Get(api::GetRequest {
+                keys,
+                touch,
+                ..Default::default()
+            }),
+        )
+    };
+    let forward = |kind: Kind<'a>| {
+        Plan::Forward(
+            Pending {
+                reply: request.reply.clone(),
+                kind,
+            },
+            After::Continue,
+        )
+    };
+
+    // One key, the common case: no lists to build.
+    let mut iter = keys.iter();
+    if let (Some(key), None) = (iter.next(), iter.next()) {
+        let call = match table.owner(key) {
+            Owner::Local => return Plan::Local,
+            Owner::Unavailable if !table.ready => return Plan::Refuse(not_ready()),
+            Owner::Unavailable => None,
+            Owner::Remote(i) => Some(get(&table.remotes[i], vec![Bytes::copy_from_slice(key)])),
+        };
+        count(1);
+        return forward(Kind::GetOne { key, call, debug });
+    }
+
+    // Many keys: every key's owner, once.
+    let owners: Vec<(&'a [u8], Owner)> = keys.iter().map(|k| (k, table.owner(k))).collect();
+    if owners.iter().all(|(_, o)| *o == Owner::Local) {
+        return Plan::Local;
+    }
+    if !table.ready {
+        return Plan::Refuse(not_ready());
+    }
+    count(owners.len() as u64);
+    let store = &node.store;
+    // Per remote (by its index in the table): its call's index and keys.
+    let mut by_remote: Vec<Option<(usize, Vec<Bytes>)>> = vec![None; table.remotes.len()];
+    let mut order = Vec::new();
+    let mut keys_in_order = Vec::with_capacity(owners.len());
+    let mut slots = Vec::with_capacity(owners.len());
+    for (key, owner) in owners {
         keys_in_order.push(key);
-        let slot = match table.owner(key) {
+        slots.push(match owner {
             Owner::Local => Slot::Local(match (debug, touch) {
                 (true, _) | (false, None) => store.get(key),
                 (false, Some(exptime)) => store.get_and_touch(key, exptime),
             }),
+            // An unreachable owner's keys are misses.
             Owner::Unavailable => Slot::Local(None),
-            Owner::Remote(remote) => {
-                let i = table
-                    .remotes
-                    .iter()
-                    .position(|r| r.name == remote.name)
-                    .expect("the owner is one of the table's remotes");
+            Owner::Remote(i) => {
                 let (call, keys) = by_remote[i].get_or_insert_with(|| {
-                    targets.push(remote);
-                    (targets.len() - 1, Vec::new())
+                    order.push(i);
+                    (order.len() - 1, Vec::new())
                 });
                 keys.push(Bytes::copy_from_slice(key));
                 Slot::Remote {
@@ -354,37 +388,22 @@ fn plan_get<'a>(
                     pos: keys.len() - 1,
                 }
             }
-        };
-        slots.push(slot);
+        });
     }
-    let mut calls: Vec<Option<Sent>> = (0..targets.len()).map(|_| None).collect();
-    for (remote, entry) in table.remotes.iter().zip(by_remote) {
-        if let Some((call, keys)) = entry {
-            calls[call] = Some(Sent::send(
-                remote,
-                operation::Op::Get(api::GetRequest {
-                    keys,
-                    touch,
-                    ..Default::default()
-                }),
-            ));
-        }
-    }
-    Plan::Forward(
-        Pending {
-            reply: request.reply.clone(),
-            kind: Kind::Get {
-                keys: keys_in_order,
-                slots,
-                calls: calls
-                    .into_iter()
-                    .map(|c| c.expect("every call sent"))
-                    .collect(),
-                debug,
-            },
-        },
-        After::Continue,
-    )
+    // Calls in the order their first key came; all in flight together.
+    let calls = order
+        .into_iter()
+        .map(|i| {
+            let (_, keys) = by_remote[i].take().expect("a remote with keys");
+            get(&table.remotes[i], keys)
+        })
+        .collect();
+    forward(Kind::Get {
+        keys: keys_in_order,
+        slots,
+        calls,
+        debug,
+    })
 }
 
 fn store_mode(mode: StoreMode) -> ApiStoreMode {
@@ -407,6 +426,16 @@ impl Pending<'_> {
             Kind::One { call, what } => {
                 let result = call.wait().await;
                 answer(one_response(what, result));
+            }
+            Kind::GetOne { key, call, debug } => {
+                let items = match call {
+                    Some(call) => got_items(call.wait().await),
+                    None => Vec::new(),
+                };
+                remote_item(&mut answer, key, items.first(), debug);
+                if !debug {
+                    answer(Response::End);
+                }
             }
             Kind::Flush { calls } => {
                 let mut failed = 0;
@@ -434,13 +463,7 @@ impl Pending<'_> {
             } => {
                 let mut answers = Vec::with_capacity(calls.len());
                 for call in calls {
-                    answers.push(match call.wait().await {
-                        Ok(operation_result::Result::Get(r)) if r.error() == ErrorCode::None => {
-                            r.items
-                        }
-                        // A read that failed is a miss.
-                        _ => Vec::new(),
-                    });
+                    answers.push(got_items(call.wait().await));
                 }
                 let now = node.store.now();
                 for (key, slot) in keys.into_iter().zip(slots) {
@@ -460,30 +483,10 @@ impl Pending<'_> {
                         }
                         Slot::Local(Some(found)) => exec::hit(key, found, now),
                         Slot::Local(None) => Response::Miss { key },
-                        Slot::Remote { call, pos } => match answers[*call].get(*pos) {
-                            Some(item) if item.found && debug => {
-                                debug_line(
-                                    &mut answer,
-                                    key,
-                                    item.ttl,
-                                    item.last_access,
-                                    item.cas,
-                                    item.fetched,
-                                    item.size as usize,
-                                );
-                                continue;
-                            }
-                            Some(item) if item.found => Response::Hit(Hit {
-                                key,
-                                flags: item.flags,
-                                cas: item.cas,
-                                value: Value::Shared(item.value.clone()),
-                                ttl: item.ttl,
-                                last_access: item.last_access,
-                                fetched: item.fetched,
-                            }),
-                            _ => Response::Miss { key },
-                        },
+                        Slot::Remote { call, pos } => {
+                            remote_item(&mut answer, key, answers[*call].get(*pos), debug);
+                            continue;
+                        }
                     };
                     answer(response);
                 }
@@ -492,6 +495,45 @@ impl Pending<'_> {
                 }
             }
         }
+    }
+}
+
+/// The items of a forwarded get's answer; a read that failed is all
+/// misses.
+fn got_items(result: Result<operation_result::Result, cluster::Error>) -> Vec<api::Item> {
+    match result {
+        Ok(operation_result::Result::Get(r)) if r.error() == ErrorCode::None => r.items,
+        _ => Vec::new(),
+    }
+}
+
+/// Answers one key of a get from the owner's item (`None`: a miss).
+fn remote_item(
+    answer: &mut impl FnMut(Response<'_>),
+    key: &[u8],
+    item: Option<&api::Item>,
+    debug: bool,
+) {
+    match item {
+        Some(item) if item.found && debug => debug_line(
+            answer,
+            key,
+            item.ttl,
+            item.last_access,
+            item.cas,
+            item.fetched,
+            item.size as usize,
+        ),
+        Some(item) if item.found => answer(Response::Hit(Hit {
+            key,
+            flags: item.flags,
+            cas: item.cas,
+            value: Value::Shared(item.value.clone()),
+            ttl: item.ttl,
+            last_access: item.last_access,
+            fetched: item.fetched,
+        })),
+        _ => answer(Response::Miss { key }),
     }
 }
 

@@ -157,6 +157,7 @@ async fn cluster_settings(
         profile,
         client: ClientConfig {
             deadline: Duration::from_millis(config.peer_timeout_ms),
+            max_in_flight: config.peer_window.into(),
             ..ClientConfig::default()
         },
     })

@@ -42,10 +42,11 @@ pub(crate) struct Remote {
 }
 
 /// Where one key goes.
-#[derive(Debug)]
-pub(crate) enum Owner<'t> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
     Local,
-    Remote(&'t Remote),
+    /// `Table::remotes[i]`.
+    Remote(usize),
     /// No owner can be reached: this node is not ready, or the owner has no
     /// peer handle (an address that does not parse).
     Unavailable,
@@ -60,7 +61,8 @@ pub(crate) struct Table {
     alone: bool,
     /// Every live member but this one, in name order.
     pub remotes: Vec<Remote>,
-    by_name: HashMap<NodeName, usize>,
+    /// Where each ring member's keys go, by its index in the ring.
+    routes: Vec<Owner>,
 }
 
 impl Table {
@@ -71,23 +73,19 @@ impl Table {
             ready: false,
             alone: false,
             remotes: Vec::new(),
-            by_name: HashMap::new(),
+            routes: Vec::new(),
         }
     }
 
-    pub fn owner(&self, key: &[u8]) -> Owner<'_> {
+    pub fn owner(&self, key: &[u8]) -> Owner {
         if self.alone {
             return Owner::Local;
         }
         if !self.ready {
             return Owner::Unavailable;
         }
-        match self.view.ring.owner(key) {
-            Some(name) if name == self.view.local.name() => Owner::Local,
-            Some(name) => match self.by_name.get(name) {
-                Some(&i) => Owner::Remote(&self.remotes[i]),
-                None => Owner::Unavailable,
-            },
+        match self.view.ring.owner_index(key) {
+            Some(i) => self.routes[i],
             None => Owner::Unavailable,
         }
     }
@@ -171,10 +169,20 @@ impl Router {
                 self.peers.remove(&gone);
             }
         }
-        let by_name = remotes
+        let routes = view
+            .ring
+            .members()
             .iter()
-            .enumerate()
-            .map(|(i, r)| (r.name.clone(), i))
+            .map(|name| {
+                if name == &local {
+                    Owner::Local
+                } else {
+                    remotes
+                        .iter()
+                        .position(|r| &r.name == name)
+                        .map_or(Owner::Unavailable, Owner::Remote)
+                }
+            })
             .collect();
         let ready = view.is_ready();
         let alone = ready && view.ring.len() == 1;
@@ -183,7 +191,7 @@ impl Router {
             ready,
             alone,
             remotes,
-            by_name,
+            routes,
         }
     }
 }

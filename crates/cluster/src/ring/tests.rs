@@ -396,3 +396,19 @@ fn zero_vnodes_means_one() {
     assert_eq!(ring.vnodes(), 1);
     assert_eq!(ring.positions.len(), 2);
 }
+
+#[test]
+fn owner_index_names_the_same_member_as_owner() {
+    for members in [
+        &["a"][..],
+        &["shoal-0", "shoal-1", "shoal-2"],
+        &["n1", "n2", "n3", "n4", "n5"],
+    ] {
+        let ring = ring(members);
+        for key in keys(7, 5000) {
+            let by_index = ring.owner_index(&key).map(|i| &ring.members()[i]);
+            assert_eq!(by_index, ring.owner(&key));
+        }
+    }
+    assert_eq!(Ring::empty().owner_index(b"k"), None);
+}
