@@ -293,10 +293,22 @@ location() {
     done
 }
 
+others() {
+    local i list=()
+    for ((i = 1; i < nodes; i++)); do
+        list+=("127.0.0.1:$(mc_port "$i")")
+    done
+    if ((${#list[@]} == 0)); then
+        echo "none (a cluster of one)"
+    else
+        echo "${list[*]}"
+    fi
+}
+
 cat << EOF
 
-Django settings, one per backend (every node answers for every key, so a
-client may spread keys over the nodes however it likes):
+Django settings, one per backend. Every node answers for every key, so a
+client may spread keys over the nodes however it likes:
 
 # pymemcache, text protocol
 CACHES = {
@@ -322,13 +334,15 @@ $(location)
     }
 }
 
-# django-bmemcached (python-binary-memcached), binary protocol with SASL
+# django-bmemcached (python-binary-memcached), binary protocol with SASL.
+# One node: this client sends every write to *each* server it is given
+# (replication), which a cluster does not need and which would apply an
+# incr/decr once per node. Any node serves every key; the others are
+# $(others).
 CACHES = {
     "default": {
         "BACKEND": "django_bmemcached.memcached.BMemcached",
-        "LOCATION": [
-$(location)
-        ],
+        "LOCATION": "127.0.0.1:$(mc_port 0)",
         "OPTIONS": {"username": "app", "password": "secret"},
     }
 }
