@@ -342,6 +342,21 @@ impl Peer {
         &self,
         op: Operation,
     ) -> impl Future<Output = Result<OperationResult, Error>> + Send + 'static {
+        let ticket = self.enqueue(op);
+        let addr = self.addr.clone();
+        async move {
+            let deadline = ticket.deadline;
+            tokio::time::timeout_at(deadline, ticket)
+                .await
+                .unwrap_or_else(|_| Err(unavailable(&addr, "deadline exceeded")))
+        }
+    }
+
+    /// [`Peer::send`] without a timer of its own: the peer's task answers
+    /// (or fails) the operation by its deadline, so a caller with many
+    /// tickets can await them all behind one timer of its own (a safety net
+    /// should the task itself be stuck) instead of one each.
+    pub fn enqueue(&self, op: Operation) -> Ticket {
         let deadline = Instant::now() + self.deadline;
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
@@ -350,19 +365,15 @@ impl Peer {
             deadline,
             reply,
         };
-        let enqueued = match self.queue.try_send(queued) {
+        let answer = match self.queue.try_send(queued) {
             Ok(()) => Ok(answer),
             Err(TrySendError::Full(_)) => Err(self.unavailable("too many operations queued")),
             Err(TrySendError::Closed(_)) => Err(self.unavailable("client task is gone")),
         };
-        let addr = self.addr.clone();
-        async move {
-            match tokio::time::timeout_at(deadline, enqueued?).await {
-                Ok(Ok(result)) => result,
-                // The task is gone: it fails what it holds before it goes.
-                Ok(Err(_)) => Err(unavailable(&addr, "client task is gone")),
-                Err(_) => Err(unavailable(&addr, "deadline exceeded")),
-            }
+        Ticket {
+            answer: Some(answer),
+            addr: self.addr.clone(),
+            deadline,
         }
     }
 
@@ -437,6 +448,52 @@ impl Peer {
 
 fn unavailable(addr: &str, why: &str) -> Error {
     Error::Unavailable(format!("peer {addr}: {why}"))
+}
+
+/// One operation queued for a peer ([`Peer::enqueue`]): resolves to its
+/// answer, or to [`Error::Unavailable`] once the peer's task gave up on it
+/// (at its deadline at the latest).
+#[derive(Debug)]
+pub struct Ticket {
+    answer: Option<Result<oneshot::Receiver<Answer>, Error>>,
+    addr: Arc<str>,
+    deadline: Instant,
+}
+
+impl Ticket {
+    /// When the peer's task fails the operation if no answer came.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl Future for Ticket {
+    type Output = Result<OperationResult, Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match this.answer.as_mut() {
+            Some(Ok(rx)) => match std::pin::Pin::new(rx).poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(got) => {
+                    this.answer = None;
+                    // The task is gone: it fails what it holds before it goes.
+                    Poll::Ready(
+                        got.unwrap_or_else(|_| Err(unavailable(&this.addr, "client task is gone"))),
+                    )
+                }
+            },
+            Some(Err(_)) => match this.answer.take() {
+                Some(Err(e)) => Poll::Ready(Err(e)),
+                _ => unreachable!("just matched"),
+            },
+            None => panic!("Ticket polled after it resolved"),
+        }
+    }
 }
 
 /// The peer's task: waits for work, runs a pipeline session until the

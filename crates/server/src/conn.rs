@@ -95,9 +95,13 @@ impl Conn {
                     process(rbuf, swallow, out, &mut waiting, node, table.as_deref());
                 // Answers from peers, in the client's order, each followed
                 // by the local answers decoded after it.
-                for (pending, after) in waiting {
-                    pending.finish(node, out).await;
-                    out.append(after);
+                if !waiting.is_empty() {
+                    let net = tokio::time::sleep(node.forward_net());
+                    tokio::pin!(net);
+                    for (pending, after) in waiting {
+                        pending.finish(node, out, &mut net).await;
+                        out.append(after);
+                    }
                 }
                 rbuf.advance(consumed);
                 next

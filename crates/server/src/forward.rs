@@ -17,15 +17,15 @@
 //! is a miss, a write is `SERVER_ERROR` (binary: a non-success status),
 //! and nothing waits longer than the peer client's deadline.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
+use cluster::client::Ticket;
 use cluster::peer::v1::{
     self as api, ArithOp as ApiArithOp, ArithOutcome, DeleteOutcome, ErrorCode, Operation,
-    OperationResult, StoreMode as ApiStoreMode, StoreOutcome, operation, operation_result,
+    StoreMode as ApiStoreMode, StoreOutcome, operation, operation_result,
 };
 use protocol::{
     ArithOp, Command, Error, Hit, Keys, OutBuf, Reply, Request, Response, StoreMode, Value,
@@ -36,7 +36,8 @@ use crate::Node;
 use crate::exec::{self, After};
 use crate::router::{Owner, PeerStats, Remote, Table};
 
-type Call = Pin<Box<dyn Future<Output = Result<OperationResult, cluster::Error>> + Send>>;
+/// The safety timer of one pass's forwarded answers.
+pub(crate) type Net<'s> = Pin<&'s mut tokio::time::Sleep>;
 
 /// What to do with one request. Lives on the stack for one request and is
 /// moved once, so the size of `Forward` costs nothing worth a box.
@@ -103,7 +104,7 @@ enum Slot {
 
 /// An operation handed to a peer, and whose counters its outcome goes to.
 struct Sent {
-    answer: Call,
+    answer: Ticket,
     stats: Arc<PeerStats>,
 }
 
@@ -111,15 +112,21 @@ impl Sent {
     fn send(remote: &Remote, op: operation::Op) -> Sent {
         remote.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         Sent {
-            answer: Box::pin(remote.peer.send(Operation { op: Some(op) })),
+            answer: remote.peer.enqueue(Operation { op: Some(op) }),
             stats: remote.stats.clone(),
         }
     }
 
     /// The peer's answer; a failed call or a missing result counts as a
-    /// forward error.
-    async fn wait(self) -> Result<operation_result::Result, cluster::Error> {
-        let answer = self.answer.await.and_then(|r| {
+    /// forward error. `net` is the pass's safety timer: the peer's task
+    /// answers by the deadline on its own, unless it is stuck.
+    async fn wait(self, net: &mut Net<'_>) -> Result<operation_result::Result, cluster::Error> {
+        let answer = tokio::select! {
+            biased;
+            answer = self.answer => answer,
+            () = net.as_mut() => Err(cluster::Error::Unavailable("peer answer overdue".into())),
+        };
+        let answer = answer.and_then(|r| {
             r.result
                 .ok_or(cluster::Error::Peer(ErrorCode::InvalidArgument))
         });
@@ -419,17 +426,17 @@ fn store_mode(mode: StoreMode) -> ApiStoreMode {
 impl Pending<'_> {
     /// Waits for the peers (each call bounded by the client's deadline)
     /// and encodes the answer into `out`.
-    pub(crate) async fn finish(self, node: &Node, out: &mut OutBuf) {
+    pub(crate) async fn finish(self, node: &Node, out: &mut OutBuf, net: &mut Net<'_>) {
         let reply = &self.reply;
         let mut answer = |response: Response<'_>| protocol::encode(reply, &response, out);
         match self.kind {
             Kind::One { call, what } => {
-                let result = call.wait().await;
+                let result = call.wait(net).await;
                 answer(one_response(what, result));
             }
             Kind::GetOne { key, call, debug } => {
                 let items = match call {
-                    Some(call) => got_items(call.wait().await),
+                    Some(call) => got_items(call.wait(net).await),
                     None => Vec::new(),
                 };
                 remote_item(&mut answer, key, items.first(), debug);
@@ -441,7 +448,7 @@ impl Pending<'_> {
                 let mut failed = 0;
                 let total = calls.len();
                 for call in calls {
-                    let ok = match call.wait().await {
+                    let ok = match call.wait(net).await {
                         Ok(operation_result::Result::FlushAll(r)) => r.error() == ErrorCode::None,
                         _ => false,
                     };
@@ -463,7 +470,7 @@ impl Pending<'_> {
             } => {
                 let mut answers = Vec::with_capacity(calls.len());
                 for call in calls {
-                    answers.push(got_items(call.wait().await));
+                    answers.push(got_items(call.wait(net).await));
                 }
                 let now = node.store.now();
                 for (key, slot) in keys.into_iter().zip(slots) {

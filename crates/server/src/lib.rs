@@ -139,6 +139,8 @@ pub(crate) struct Counters {
     /// Operations executed for other nodes (the peer API), counted apart
     /// from the client commands above.
     pub peer_ops: AtomicU64,
+    /// Batches those operations came in.
+    pub peer_batches: AtomicU64,
 }
 
 /// State shared by every connection of one node.
@@ -193,6 +195,18 @@ impl Node {
             warned_auth_off: AtomicBool::new(false),
             router,
         }
+    }
+
+    /// The longest a pass waits for forwarded answers: the peer deadline
+    /// (by which the peer client answers or fails every operation itself)
+    /// and a margin, as a safety net against a stuck peer client.
+    pub fn forward_net(&self) -> Duration {
+        let deadline = self
+            .settings
+            .cluster
+            .as_ref()
+            .map_or(Duration::from_secs(1), |c| c.client.deadline);
+        deadline + Duration::from_millis(250)
     }
 
     /// Whether this node serves clients: always on a plain single node;

@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::warn;
 
 use crate::Node;
+use crate::router::Table;
 
 /// Room a peer's request may take beyond one item of `-I` bytes: a full
 /// client batch (1 MiB by default) and framing, with margin.
@@ -102,23 +103,48 @@ impl Peer for PeerService {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Answer<GetResponse> {
-        Ok(Response::new(get(&self.node, &request.into_inner())))
+        let table = table_of(&self.node);
+        Ok(Response::new(get(
+            &self.node,
+            table.as_deref(),
+            &request.into_inner(),
+        )))
     }
 
     async fn store(&self, request: Request<StoreRequest>) -> Answer<StoreResponse> {
-        Ok(Response::new(store(&self.node, &request.into_inner())))
+        let table = table_of(&self.node);
+        Ok(Response::new(store(
+            &self.node,
+            table.as_deref(),
+            &request.into_inner(),
+        )))
     }
 
     async fn delete(&self, request: Request<DeleteRequest>) -> Answer<DeleteResponse> {
-        Ok(Response::new(delete(&self.node, &request.into_inner())))
+        let table = table_of(&self.node);
+        Ok(Response::new(delete(
+            &self.node,
+            table.as_deref(),
+            &request.into_inner(),
+        )))
     }
 
     async fn arith(&self, request: Request<ArithRequest>) -> Answer<ArithResponse> {
-        Ok(Response::new(arith(&self.node, &request.into_inner())))
+        let table = table_of(&self.node);
+        Ok(Response::new(arith(
+            &self.node,
+            table.as_deref(),
+            &request.into_inner(),
+        )))
     }
 
     async fn touch(&self, request: Request<TouchRequest>) -> Answer<TouchResponse> {
-        Ok(Response::new(touch(&self.node, &request.into_inner())))
+        let table = table_of(&self.node);
+        Ok(Response::new(touch(
+            &self.node,
+            table.as_deref(),
+            &request.into_inner(),
+        )))
     }
 
     async fn flush_all(&self, request: Request<FlushAllRequest>) -> Answer<FlushAllResponse> {
@@ -168,14 +194,21 @@ impl Stream for Answers {
     }
 }
 
+/// The routing table a batch is checked against, taken once per batch.
+fn table_of(node: &Node) -> Option<Arc<Table>> {
+    node.router.as_ref().map(|r| r.table())
+}
+
 fn execute_batch(node: &Node, batch: BatchRequest) -> BatchResponse {
+    node.counters.peer_batches.fetch_add(1, Ordering::Relaxed);
+    let table = table_of(node);
     BatchResponse {
         id: batch.id,
         ring_version: 0,
         results: batch
             .operations
             .into_iter()
-            .map(|op| execute(node, op))
+            .map(|op| execute(node, table.as_deref(), op))
             .collect(),
     }
 }
@@ -184,15 +217,15 @@ fn execute_batch(node: &Node, batch: BatchRequest) -> BatchResponse {
 /// node does not know (a newer node's) decodes as no operation at all and
 /// is answered with no result, which the caller reads as
 /// `INVALID_ARGUMENT`.
-pub(crate) fn execute(node: &Node, op: Operation) -> OperationResult {
+pub(crate) fn execute(node: &Node, table: Option<&Table>, op: Operation) -> OperationResult {
     use operation::Op;
     use operation_result::Result as R;
     let result = op.op.map(|op| match op {
-        Op::Get(r) => R::Get(get(node, &r)),
-        Op::Store(r) => R::Store(store(node, &r)),
-        Op::Delete(r) => R::Delete(delete(node, &r)),
-        Op::Arith(r) => R::Arith(arith(node, &r)),
-        Op::Touch(r) => R::Touch(touch(node, &r)),
+        Op::Get(r) => R::Get(get(node, table, &r)),
+        Op::Store(r) => R::Store(store(node, table, &r)),
+        Op::Delete(r) => R::Delete(delete(node, table, &r)),
+        Op::Arith(r) => R::Arith(arith(node, table, &r)),
+        Op::Touch(r) => R::Touch(touch(node, table, &r)),
         Op::FlushAll(r) => R::FlushAll(flush_all(node, &r)),
         Op::Stats(r) => R::Stats(stats(node, &r)),
     });
@@ -217,10 +250,12 @@ fn admit<'a>(
 /// In a cluster, a key this node's ring does not give it is refused: the
 /// two nodes' rings disagree for a moment, and answering from (or writing
 /// to) a copy this node no longer owns could bring stale data back.
-fn owned<'a>(node: &Node, mut keys: impl Iterator<Item = &'a Bytes>) -> Result<(), ErrorCode> {
-    match &node.router {
-        Some(router) => {
-            let table = router.table();
+fn owned<'a>(
+    table: Option<&Table>,
+    mut keys: impl Iterator<Item = &'a Bytes>,
+) -> Result<(), ErrorCode> {
+    match table {
+        Some(table) => {
             if keys.all(|k| table.owns(k)) {
                 Ok(())
             } else {
@@ -239,9 +274,9 @@ fn store_error(e: store::Error) -> ErrorCode {
     }
 }
 
-fn get(node: &Node, r: &GetRequest) -> GetResponse {
+fn get(node: &Node, table: Option<&Table>, r: &GetRequest) -> GetResponse {
     if let Err(code) =
-        admit(node, &r.namespace, r.keys.iter()).and_then(|()| owned(node, r.keys.iter()))
+        admit(node, &r.namespace, r.keys.iter()).and_then(|()| owned(table, r.keys.iter()))
     {
         return GetResponse {
             error: code as i32,
@@ -281,14 +316,14 @@ fn get(node: &Node, r: &GetRequest) -> GetResponse {
     }
 }
 
-fn store(node: &Node, r: &StoreRequest) -> StoreResponse {
+fn store(node: &Node, table: Option<&Table>, r: &StoreRequest) -> StoreResponse {
     let refused = |code: ErrorCode| StoreResponse {
         error: code as i32,
         outcome: StoreOutcome::Unspecified as i32,
         cas: 0,
     };
     if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
-        .and_then(|()| owned(node, [&r.key].into_iter()))
+        .and_then(|()| owned(table, [&r.key].into_iter()))
     {
         return refused(code);
     }
@@ -326,9 +361,9 @@ fn store(node: &Node, r: &StoreRequest) -> StoreResponse {
     }
 }
 
-fn delete(node: &Node, r: &DeleteRequest) -> DeleteResponse {
+fn delete(node: &Node, table: Option<&Table>, r: &DeleteRequest) -> DeleteResponse {
     if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
-        .and_then(|()| owned(node, [&r.key].into_iter()))
+        .and_then(|()| owned(table, [&r.key].into_iter()))
     {
         return DeleteResponse {
             error: code as i32,
@@ -346,7 +381,7 @@ fn delete(node: &Node, r: &DeleteRequest) -> DeleteResponse {
     }
 }
 
-fn arith(node: &Node, r: &ArithRequest) -> ArithResponse {
+fn arith(node: &Node, table: Option<&Table>, r: &ArithRequest) -> ArithResponse {
     let refused = |code: ErrorCode| ArithResponse {
         error: code as i32,
         outcome: ArithOutcome::Unspecified as i32,
@@ -354,7 +389,7 @@ fn arith(node: &Node, r: &ArithRequest) -> ArithResponse {
         cas: 0,
     };
     if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
-        .and_then(|()| owned(node, [&r.key].into_iter()))
+        .and_then(|()| owned(table, [&r.key].into_iter()))
     {
         return refused(code);
     }
@@ -378,10 +413,10 @@ fn arith(node: &Node, r: &ArithRequest) -> ArithResponse {
     }
 }
 
-fn touch(node: &Node, r: &TouchRequest) -> TouchResponse {
+fn touch(node: &Node, table: Option<&Table>, r: &TouchRequest) -> TouchResponse {
     let mut response = TouchResponse::default();
     if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
-        .and_then(|()| owned(node, [&r.key].into_iter()))
+        .and_then(|()| owned(table, [&r.key].into_iter()))
     {
         response.error = code as i32;
         return response;

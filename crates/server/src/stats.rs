@@ -77,6 +77,7 @@ fn general(node: &Node, out: &mut Lines) {
     out.add("auth_cmds", c.auth_cmds.load(Ordering::Relaxed));
     out.add("auth_errors", 0);
     out.add("peer_ops", c.peer_ops.load(Ordering::Relaxed));
+    out.add("peer_batches", c.peer_batches.load(Ordering::Relaxed));
     out.add("bytes_read", c.bytes_read.load(Ordering::Relaxed));
     out.add("bytes_written", c.bytes_written.load(Ordering::Relaxed));
     out.add("limit_maxbytes", s.limit_maxbytes);
