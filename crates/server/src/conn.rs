@@ -15,7 +15,7 @@ use tracing::debug;
 
 use crate::Node;
 use crate::exec::{self, After};
-use crate::forward::{self, Pending, Plan};
+use crate::forward::{self, Pass, Pending, Plan};
 use crate::router::Table;
 
 /// Read buffer size for an idle connection, and the least spare room offered
@@ -91,15 +91,23 @@ impl Conn {
                 let Conn { rbuf, out, swallow } = &mut *self;
                 let table = node.router.as_ref().map(|r| r.table());
                 let mut waiting = Vec::new();
-                let (next, consumed) =
-                    process(rbuf, swallow, out, &mut waiting, node, table.as_deref());
+                let mut pass = Pass::default();
+                let (next, consumed) = process(
+                    rbuf,
+                    swallow,
+                    out,
+                    &mut waiting,
+                    &mut pass,
+                    node,
+                    table.as_deref(),
+                );
                 // Answers from peers, in the client's order, each followed
                 // by the local answers decoded after it.
                 if !waiting.is_empty() {
                     let net = tokio::time::sleep(node.forward_net());
                     tokio::pin!(net);
                     for (pending, after) in waiting {
-                        pending.finish(node, out, &mut net).await;
+                        pending.finish(node, out, &mut net, &mut pass).await;
                         out.append(after);
                     }
                 }
@@ -151,6 +159,7 @@ fn process<'a>(
     swallow: &mut usize,
     out: &mut OutBuf,
     waiting: &mut Waiting<'a>,
+    pass: &mut Pass,
     node: &Node,
     table: Option<&Table>,
 ) -> (Next, usize) {
@@ -178,7 +187,7 @@ fn process<'a>(
             Decode::Request { request, consumed } => {
                 pos += consumed;
                 let plan = match table {
-                    Some(table) => forward::plan(node, table, &request),
+                    Some(table) => forward::plan(node, table, pass, &request),
                     None => Plan::Local,
                 };
                 let after = match plan {
@@ -218,6 +227,9 @@ fn process<'a>(
             }
         }
     };
+    if let Some(table) = table {
+        pass.seal(table);
+    }
     (next, pos)
 }
 

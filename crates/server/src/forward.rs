@@ -5,13 +5,17 @@
 //! [`plan`] looks at one decoded request with the pass's routing
 //! [`Table`]. Everything this node owns, and every request without a key,
 //! is [`Plan::Local`]: `exec` answers it as on a single node. A request
-//! for a key owned elsewhere is handed to the owner's peer handle at once
-//! — so operations for one peer leave in the client's order — and becomes
-//! a [`Pending`] answer. A multi-key get is split: local keys are looked
-//! up now, the others go as one `GetRequest` per owner, all in flight
-//! together, and the answer is put back together in the client's key
-//! order. `flush_all` is applied here and sent to every live member; it
-//! answers `OK` only once all of them have flushed.
+//! for a key owned elsewhere becomes a [`Pending`] answer. The gets of one
+//! pass — every key of every get, gets, gat, `mg`, binary get the client
+//! pipelined — are gathered per owner into one `GetRequest` ([`Pass`]),
+//! sent when the pass ends or just before anything else goes to that owner,
+//! so one peer still sees a client's requests in the client's order; other
+//! operations are handed to the owner's peer handle at once. A multi-key
+//! get is split the same way: local keys are looked up now, the others
+//! ride their owners' gathered gets, all in flight together, and the
+//! answer is put back together in the client's key order. `flush_all` is
+//! applied here and sent to every live member; it answers `OK` only once
+//! all of them have flushed.
 //!
 //! Failures follow ARCHITECTURE.md: a read that a peer could not answer
 //! is a miss, a write is `SERVER_ERROR` (binary: a non-success status),
@@ -65,14 +69,14 @@ enum Kind<'a> {
     /// owner cannot be reached, a miss.
     GetOne {
         key: &'a [u8],
-        call: Option<Sent>,
+        /// The pass's gathered get and the key's position in it.
+        call: Option<(usize, usize)>,
         debug: bool,
     },
     /// A get of one or many keys, some perhaps local.
     Get {
         keys: Vec<&'a [u8]>,
         slots: Vec<Slot>,
-        calls: Vec<Sent>,
         /// `me`: answer the debug line, not a hit.
         debug: bool,
     },
@@ -95,7 +99,7 @@ enum One {
 /// Where one key of a get is answered.
 enum Slot {
     Local(Option<Found>),
-    /// The `pos`th key of the `call`th remote get.
+    /// The `pos`th key of the pass's `call`th gathered get.
     Remote {
         call: usize,
         pos: usize,
@@ -137,6 +141,97 @@ impl Sent {
     }
 }
 
+/// The forwarded gets of one pass over a connection's read buffer,
+/// gathered per owner: a client that pipelines 16 gets costs each peer one
+/// operation, not up to 16.
+#[derive(Default)]
+pub(crate) struct Pass {
+    /// Per remote (its index in the table): the call still gathering keys.
+    open: Vec<Option<usize>>,
+    calls: Vec<Call>,
+}
+
+enum Call {
+    Gathering {
+        remote: usize,
+        touch: Option<i64>,
+        keys: Vec<Bytes>,
+    },
+    Sent(Sent),
+    Got(Vec<api::Item>),
+}
+
+impl Pass {
+    /// Adds `key` to the get gathered for `remote` (a new one if there is
+    /// none, or if it touches differently); returns (call, position).
+    fn get(&mut self, table: &Table, remote: usize, touch: Option<i64>, key: &[u8]) -> (usize, usize) {
+        if self.open.len() < table.remotes.len() {
+            self.open.resize(table.remotes.len(), None);
+        }
+        if let Some(c) = self.open[remote] {
+            match &mut self.calls[c] {
+                Call::Gathering { touch: t, keys, .. } if *t == touch => {
+                    keys.push(Bytes::copy_from_slice(key));
+                    return (c, keys.len() - 1);
+                }
+                _ => self.send(table, remote),
+            }
+        }
+        self.calls.push(Call::Gathering {
+            remote,
+            touch,
+            keys: vec![Bytes::copy_from_slice(key)],
+        });
+        let c = self.calls.len() - 1;
+        self.open[remote] = Some(c);
+        (c, 0)
+    }
+
+    /// Sends the get gathered for `remote`, if any: before anything else
+    /// goes to it, and when the pass ends.
+    fn send(&mut self, table: &Table, remote: usize) {
+        let Some(c) = self.open.get_mut(remote).and_then(Option::take) else {
+            return;
+        };
+        if let Call::Gathering { remote, touch, keys } =
+            std::mem::replace(&mut self.calls[c], Call::Got(Vec::new()))
+        {
+            self.calls[c] = Call::Sent(Sent::send(
+                &table.remotes[remote],
+                operation::Op::Get(api::GetRequest {
+                    keys,
+                    touch,
+                    ..Default::default()
+                }),
+            ));
+        }
+    }
+
+    /// Sends every gathered get: the pass is over.
+    pub(crate) fn seal(&mut self, table: &Table) {
+        for remote in 0..self.open.len() {
+            self.send(table, remote);
+        }
+    }
+
+    /// The items answered to call `c` (awaited on first use; a failed read
+    /// is all misses).
+    async fn items(&mut self, c: usize, net: &mut Net<'_>) -> &[api::Item] {
+        if matches!(self.calls[c], Call::Sent(_)) {
+            let Call::Sent(sent) = std::mem::replace(&mut self.calls[c], Call::Got(Vec::new()))
+            else {
+                unreachable!("just matched");
+            };
+            self.calls[c] = Call::Got(got_items(sent.wait(net).await));
+        }
+        match &self.calls[c] {
+            Call::Got(items) => items,
+            // Not sent (a pass always seals first): nothing to read.
+            Call::Gathering { .. } | Call::Sent(_) => &[],
+        }
+    }
+}
+
 fn not_ready() -> Error {
     Error::Unavailable("node not ready: not yet part of the cluster".into())
 }
@@ -147,9 +242,14 @@ fn unreachable_owner() -> Error {
 
 /// Routes one request (see the module docs). Counts client commands as
 /// `exec` does for the ones it keeps.
-pub(crate) fn plan<'a>(node: &Node, table: &Table, request: &Request<'a>) -> Plan<'a> {
+pub(crate) fn plan<'a>(
+    node: &Node,
+    table: &Table,
+    pass: &mut Pass,
+    request: &Request<'a>,
+) -> Plan<'a> {
     let counters = &node.counters;
-    let single = |key: &'a [u8], what: One, op: operation::Op| -> Plan<'a> {
+    let mut single = |key: &'a [u8], what: One, op: operation::Op| -> Plan<'a> {
         match table.owner(key) {
             Owner::Local => Plan::Local,
             Owner::Unavailable if !table.ready => Plan::Refuse(not_ready()),
@@ -158,7 +258,11 @@ pub(crate) fn plan<'a>(node: &Node, table: &Table, request: &Request<'a>) -> Pla
                 Pending {
                     reply: request.reply.clone(),
                     kind: Kind::One {
-                        call: Sent::send(&table.remotes[i], op),
+                        call: {
+                            // The peer sees the gathered gets first.
+                            pass.send(table, i);
+                            Sent::send(&table.remotes[i], op)
+                        },
                         what,
                     },
                 },
@@ -168,8 +272,8 @@ pub(crate) fn plan<'a>(node: &Node, table: &Table, request: &Request<'a>) -> Pla
     };
     let bytes = Bytes::copy_from_slice;
     match &request.command {
-        Command::Get { keys, touch } => plan_get(node, table, request, *keys, *touch, false),
-        Command::MetaDebug { key } => plan_get(node, table, request, Keys::One(key), None, true),
+        Command::Get { keys, touch } => plan_get(node, table, pass, request, *keys, *touch, false),
+        Command::MetaDebug { key } => plan_get(node, table, pass, request, Keys::One(key), None, true),
         &Command::Store {
             mode,
             key,
@@ -278,6 +382,7 @@ pub(crate) fn plan<'a>(node: &Node, table: &Table, request: &Request<'a>) -> Pla
             }
             counters.cmd_flush.fetch_add(1, Ordering::Relaxed);
             node.store.flush_all(delay);
+            pass.seal(table);
             let calls = table
                 .remotes
                 .iter()
@@ -313,6 +418,7 @@ pub(crate) fn plan<'a>(node: &Node, table: &Table, request: &Request<'a>) -> Pla
 fn plan_get<'a>(
     node: &Node,
     table: &Table,
+    pass: &mut Pass,
     request: &Request<'a>,
     keys: Keys<'a>,
     touch: Option<i64>,
@@ -326,16 +432,6 @@ fn plan_get<'a>(
                 counters.cmd_touch.fetch_add(n, Ordering::Relaxed);
             }
         }
-    };
-    let get = |remote: &Remote, keys: Vec<Bytes>| {
-        Sent::send(
-            remote,
-            operation::Op::Get(api::GetRequest {
-                keys,
-                touch,
-                ..Default::default()
-            }),
-        )
     };
     let forward = |kind: Kind<'a>| {
         Plan::Forward(
@@ -354,7 +450,7 @@ fn plan_get<'a>(
             Owner::Local => return Plan::Local,
             Owner::Unavailable if !table.ready => return Plan::Refuse(not_ready()),
             Owner::Unavailable => None,
-            Owner::Remote(i) => Some(get(&table.remotes[i], vec![Bytes::copy_from_slice(key)])),
+            Owner::Remote(i) => Some(pass.get(table, i, touch, key)),
         };
         count(1);
         return forward(Kind::GetOne { key, call, debug });
@@ -370,9 +466,6 @@ fn plan_get<'a>(
     }
     count(owners.len() as u64);
     let store = &node.store;
-    // Per remote (by its index in the table): its call's index and keys.
-    let mut by_remote: Vec<Option<(usize, Vec<Bytes>)>> = vec![None; table.remotes.len()];
-    let mut order = Vec::new();
     let mut keys_in_order = Vec::with_capacity(owners.len());
     let mut slots = Vec::with_capacity(owners.len());
     for (key, owner) in owners {
@@ -385,30 +478,14 @@ fn plan_get<'a>(
             // An unreachable owner's keys are misses.
             Owner::Unavailable => Slot::Local(None),
             Owner::Remote(i) => {
-                let (call, keys) = by_remote[i].get_or_insert_with(|| {
-                    order.push(i);
-                    (order.len() - 1, Vec::new())
-                });
-                keys.push(Bytes::copy_from_slice(key));
-                Slot::Remote {
-                    call: *call,
-                    pos: keys.len() - 1,
-                }
+                let (call, pos) = pass.get(table, i, touch, key);
+                Slot::Remote { call, pos }
             }
         });
     }
-    // Calls in the order their first key came; all in flight together.
-    let calls = order
-        .into_iter()
-        .map(|i| {
-            let (_, keys) = by_remote[i].take().expect("a remote with keys");
-            get(&table.remotes[i], keys)
-        })
-        .collect();
     forward(Kind::Get {
         keys: keys_in_order,
         slots,
-        calls,
         debug,
     })
 }
@@ -426,7 +503,13 @@ fn store_mode(mode: StoreMode) -> ApiStoreMode {
 impl Pending<'_> {
     /// Waits for the peers (each call bounded by the client's deadline)
     /// and encodes the answer into `out`.
-    pub(crate) async fn finish(self, node: &Node, out: &mut OutBuf, net: &mut Net<'_>) {
+    pub(crate) async fn finish(
+        self,
+        node: &Node,
+        out: &mut OutBuf,
+        net: &mut Net<'_>,
+        pass: &mut Pass,
+    ) {
         let reply = &self.reply;
         let mut answer = |response: Response<'_>| protocol::encode(reply, &response, out);
         match self.kind {
@@ -435,11 +518,11 @@ impl Pending<'_> {
                 answer(one_response(what, result));
             }
             Kind::GetOne { key, call, debug } => {
-                let items = match call {
-                    Some(call) => got_items(call.wait(net).await),
-                    None => Vec::new(),
+                let item = match call {
+                    Some((c, pos)) => pass.items(c, net).await.get(pos),
+                    None => None,
                 };
-                remote_item(&mut answer, key, items.first(), debug);
+                remote_item(&mut answer, key, item, debug);
                 if !debug {
                     answer(Response::End);
                 }
@@ -462,16 +545,7 @@ impl Pending<'_> {
                     ))
                 });
             }
-            Kind::Get {
-                keys,
-                slots,
-                calls,
-                debug,
-            } => {
-                let mut answers = Vec::with_capacity(calls.len());
-                for call in calls {
-                    answers.push(got_items(call.wait(net).await));
-                }
+            Kind::Get { keys, slots, debug } => {
                 let now = node.store.now();
                 for (key, slot) in keys.into_iter().zip(slots) {
                     let response = match &slot {
@@ -491,7 +565,8 @@ impl Pending<'_> {
                         Slot::Local(Some(found)) => exec::hit(key, found, now),
                         Slot::Local(None) => Response::Miss { key },
                         Slot::Remote { call, pos } => {
-                            remote_item(&mut answer, key, answers[*call].get(*pos), debug);
+                            let item = pass.items(*call, net).await.get(*pos);
+                            remote_item(&mut answer, key, item, debug);
                             continue;
                         }
                     };
