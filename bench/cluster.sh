@@ -141,7 +141,7 @@ awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; n[k]++; ops[k, n[k]] = $4; p50[k, n[k]] =
             so = med(ops, s, n[s]); co = med(ops, c, n[c]); sp = med(p50, s, n[s]); cp = med(p50, c, n[c])
             printf "| %s | %.0f | %.0f | %.2f | %.1f / %.1f | %.2f | %.1f / %.1f | %.3f / %.3f |\n", w, so, co, co / so, sp, cp, cp / sp, med(p99, s, n[s]), med(p99, c, n[c]), med(cpu, s, n[s]), med(cpu, c, n[c])
         }
-    }' "$RAW" | sort
+    }' "$RAW"
 
 # A 100-key get (keys spread over all owners) through a non-owner, beside
 # the same get on a single node: one client, one request at a time.

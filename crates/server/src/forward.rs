@@ -164,7 +164,13 @@ enum Call {
 impl Pass {
     /// Adds `key` to the get gathered for `remote` (a new one if there is
     /// none, or if it touches differently); returns (call, position).
-    fn get(&mut self, table: &Table, remote: usize, touch: Option<i64>, key: &[u8]) -> (usize, usize) {
+    fn get(
+        &mut self,
+        table: &Table,
+        remote: usize,
+        touch: Option<i64>,
+        key: &[u8],
+    ) -> (usize, usize) {
         if self.open.len() < table.remotes.len() {
             self.open.resize(table.remotes.len(), None);
         }
@@ -193,8 +199,11 @@ impl Pass {
         let Some(c) = self.open.get_mut(remote).and_then(Option::take) else {
             return;
         };
-        if let Call::Gathering { remote, touch, keys } =
-            std::mem::replace(&mut self.calls[c], Call::Got(Vec::new()))
+        if let Call::Gathering {
+            remote,
+            touch,
+            keys,
+        } = std::mem::replace(&mut self.calls[c], Call::Got(Vec::new()))
         {
             self.calls[c] = Call::Sent(Sent::send(
                 &table.remotes[remote],
@@ -273,7 +282,9 @@ pub(crate) fn plan<'a>(
     let bytes = Bytes::copy_from_slice;
     match &request.command {
         Command::Get { keys, touch } => plan_get(node, table, pass, request, *keys, *touch, false),
-        Command::MetaDebug { key } => plan_get(node, table, pass, request, Keys::One(key), None, true),
+        Command::MetaDebug { key } => {
+            plan_get(node, table, pass, request, Keys::One(key), None, true)
+        }
         &Command::Store {
             mode,
             key,
