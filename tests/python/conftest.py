@@ -94,6 +94,28 @@ class Pair:
                     raise srv.ServerDied(s, f"died during the test (status {s.proc.returncode})")
 
 
+class ClusterPair:
+    """3 stock memcacheds (a client's own hashing spreads keys over them) and
+    a 3-node shoal cluster: the same LOCATION list shape, answers compared."""
+
+    def __init__(self, memcached: srv.Group, shoal: srv.Group):
+        self.memcached = memcached
+        self.shoal = shoal
+        self.groups = [memcached, shoal]
+
+    def flush(self):
+        for g in self.groups:
+            g.flush()
+
+    def check(self, scenario, what: str = ""):
+        """Run `scenario(t, group)` on both groups; require the same answers."""
+        try:
+            return run_parity(scenario, self.groups, what)
+        finally:
+            for g in self.groups:
+                g.check_alive()
+
+
 class Pool:
     """Servers started on first use and kept for the session."""
 
@@ -101,6 +123,16 @@ class Pool:
         self.workdir = workdir
         self.pairs: dict[str, Pair] = {}
         self.all: list[srv.Server] = []
+        self._cluster: ClusterPair | None = None
+
+    def cluster(self) -> ClusterPair:
+        if self._cluster is None:
+            mc = srv.spawn_reference_group(self.workdir)
+            self.all += mc.nodes
+            sh = srv.spawn_cluster(SHOAL, self.workdir)
+            self.all += sh.nodes
+            self._cluster = ClusterPair(mc, sh)
+        return self._cluster
 
     def _spawn(self, role, label, binary, **kw):
         s = srv.spawn(role, label, binary, self.workdir, **kw)
@@ -170,3 +202,19 @@ def shoal_plain(pool) -> srv.Server:
     p.flush()
     return p.shoal
 
+
+
+@pytest.fixture
+def cluster_pair(pool) -> ClusterPair:
+    """3 memcacheds and a 3-node shoal cluster (gossip profile fast), flushed."""
+    c = pool.cluster()
+    c.flush()
+    return c
+
+
+@pytest.fixture
+def cluster(pool) -> srv.Group:
+    """The 3-node shoal cluster on its own, flushed, for shoal-only checks."""
+    c = pool.cluster()
+    c.flush()
+    return c.shoal

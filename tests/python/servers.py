@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import http.client
+import json
 import os
 import shutil
 import signal
@@ -23,6 +25,10 @@ REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 MEMORY_MB = "64"
 READY_TIMEOUT = 20.0  # seconds; a server not answering by then fails the run
+# A 3-node cluster (gossip profile "fast") must have every node ready and
+# every ring complete by then, or the run fails with what each node said.
+CLUSTER_READY_TIMEOUT = 30.0
+CLUSTER_SIZE = 3
 
 # SASL credentials of the reference memcached (-S). shoal runs without auth
 # configured and must accept them (it accepts any PLAIN credentials then).
@@ -59,6 +65,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
 def _die_with_parent():  # runs in the child between fork and exec
     try:
         libc = ctypes.CDLL("libc.so.6", use_errno=True)
@@ -79,6 +91,8 @@ class Server:
     unix: str | None = None  # unix socket path, if the server was given -s
     sasl: tuple[str, str] | None = None  # credentials the server requires
     text: bool = True  # answers the text protocol
+    name: str | None = None  # a cluster node's --node-name
+    http_port: int | None = None  # a cluster node's --http-port
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
@@ -174,6 +188,73 @@ class Server:
             status, body = bin_read(s)
             if status != 0:
                 raise RuntimeError(f"{self.label}: binary flush failed: {status:#x} {body!r}")
+
+
+    # -- cluster introspection (shoal nodes) -------------------------------
+
+    def stats(self, group: str = "") -> list[tuple[str, str]]:
+        """`stats [group]` as (name, value) pairs, in the order sent."""
+        with self.connect() as s:
+            s.sendall(f"stats {group}".strip().encode() + b"\r\n")
+            raw = b""
+            while not (raw.endswith(b"END\r\n") or raw.endswith(b"ERROR\r\n")):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                raw += chunk
+        lines = raw.decode("utf-8", "replace").split("\r\n")
+        if lines[-2:] != ["END", ""]:
+            raise RuntimeError(f"{self.label}: `stats {group}` answered {raw[-200:]!r}")
+        out = []
+        for line in lines[:-2]:
+            parts = line.split(" ", 2)
+            if len(parts) != 3 or parts[0] != "STAT":
+                raise RuntimeError(f"{self.label}: `stats {group}` sent {line!r}")
+            out.append((parts[1], parts[2]))
+        return out
+
+    def http(self, path: str, timeout: float = 2.0) -> tuple[int, str]:
+        """GET http://127.0.0.1:<http port><path> -> (status, body)."""
+        conn = http.client.HTTPConnection(HOST, self.http_port, timeout=timeout)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def http_json(self, path: str):
+        status, body = self.http(path)
+        if status != 200:
+            raise RuntimeError(f"{self.label}: GET {path} answered {status}: {body[:300]}")
+        return json.loads(body)
+
+
+@dataclass
+class Group:
+    """Several servers a client is given together (Django's LOCATION list):
+    3 stock memcacheds, each on its own, or a 3-node shoal cluster."""
+
+    role: str  # "memcached" or "shoal"
+    label: str
+    nodes: list[Server]
+    shared: bool = False  # True: the nodes are one cache (a shoal cluster)
+
+    def locations(self) -> list[str]:
+        return [n.addr for n in self.nodes]
+
+    def check_alive(self) -> None:
+        for n in self.nodes:
+            if n.proc.poll() is not None:
+                raise ServerDied(n, f"died (status {n.proc.returncode})")
+
+    def flush(self) -> None:
+        self.check_alive()
+        for n in self.nodes:
+            n.flush()
+
+    def stop(self) -> None:
+        stop_all(self.nodes)
 
 
 def stop_all(servers: list[Server], grace: float = 5.0) -> None:
@@ -307,3 +388,114 @@ def spawn(role: str, label: str, binary: str, workdir: Path, *, item_size: str =
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")
+
+
+# -- a 3-node shoal cluster and its reference -------------------------------
+
+def cluster_argv(binary: str, i: int, mc_port: int, gossip: int, peer: int, http_port: int,
+                 seed_gossip: int | None) -> list[str]:
+    """Exactly the documented command line of cluster node i."""
+    argv = [binary, "-p", str(mc_port), "-l", HOST, "-m", MEMORY_MB,
+            "--node-name", f"shoal-{i}", "--gossip-port", str(gossip),
+            "--peer-port", str(peer), "--http-port", str(http_port),
+            "--gossip-profile", "fast"]
+    if seed_gossip is not None:
+        argv += ["--seeds", f"{HOST}:{seed_gossip}"]
+    return argv
+
+
+def cluster_state(node: Server) -> str | None:
+    """None when `node` is ready with a full ring, else what it says instead."""
+    try:
+        status, body = node.http("/readyz", timeout=1.0)
+    except OSError as e:
+        return f"/readyz: {e}"
+    if status != 200:
+        return f"/readyz answered {status} {body.strip()[:80]!r}"
+    try:
+        stats = dict(node.stats("cluster"))
+    except (OSError, RuntimeError) as e:
+        return f"stats cluster: {e}"
+    if stats.get("ring_members") != str(CLUSTER_SIZE):
+        return (f"stats cluster: ring_members {stats.get('ring_members')!r}, "
+                f"members {stats.get('members')!r}, node_state {stats.get('node_state')!r}")
+    return None
+
+
+def wait_cluster_ready(nodes: list[Server], timeout: float = CLUSTER_READY_TIMEOUT) -> None:
+    """Poll until every node's /readyz answers 200 and its `stats cluster`
+    shows the whole ring (`ring_members 3`)."""
+    deadline = time.monotonic() + timeout
+    pending = {n.label: "not asked yet" for n in nodes}
+    while True:
+        for n in nodes:
+            if n.proc.poll() is not None:
+                raise ServerDied(n, f"exited with status {n.proc.returncode}")
+        for n in nodes:
+            if n.label in pending:
+                why = cluster_state(n)
+                if why is None:
+                    del pending[n.label]
+                else:
+                    pending[n.label] = why
+        if not pending:
+            # Readiness seen once per node is not enough when a node saw the
+            # full ring before another finished joining: ask them all again.
+            again = {n.label: why for n in nodes if (why := cluster_state(n)) is not None}
+            if not again:
+                return
+            pending = again
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    details = "\n".join(f"--- {n.label} ({' '.join(n.argv)}): {pending.get(n.label, 'ready')}\n"
+                        f"{n.log_tail(20)}" for n in nodes)
+    raise RuntimeError(f"cluster not ready after {timeout}s:\n{details}")
+
+
+def spawn_cluster(binary: str, workdir: Path, label: str = "cluster",
+                  size: int = CLUSTER_SIZE) -> Group:
+    """Start `size` shoal nodes as one cluster (node 0 alone, the others
+    seeded from node 0's gossip port) and wait until it is whole.
+
+    When SHOAL_BIN is a memcached stand-in, `size` independent memcacheds
+    stand in for the cluster (the tests that need a real cluster are
+    shoal_only and skipped then).
+    """
+    if is_memcached_binary(binary):
+        return Group("shoal", f"{label}(stand-in)",
+                     [spawn("shoal", f"{label}-{i}", binary, workdir) for i in range(size)])
+    attempts = 3
+    for attempt in range(attempts):
+        gossip = [free_udp_port() for _ in range(size)]
+        nodes = []
+        for i in range(size):
+            port, peer, http_port = free_port(), free_port(), free_port()
+            argv = cluster_argv(binary, i, port, gossip[i], peer, http_port,
+                                None if i == 0 else gossip[0])
+            nodes.append(Server(role="shoal", label=f"{label}-shoal-{i}", argv=argv,
+                                log=workdir / f"{label}-shoal-{i}.log", port=port,
+                                name=f"shoal-{i}", http_port=http_port))
+        for n in nodes:
+            n.start()
+        try:
+            wait_cluster_ready(nodes)
+            return Group("shoal", f"shoal-{label}", nodes, shared=True)
+        except ServerDied:
+            stop_all(nodes)
+            # Most likely lost the race for a port: try other ones.
+            if attempt == attempts - 1:
+                raise
+        except BaseException:
+            stop_all(nodes)
+            raise
+    raise AssertionError("unreachable")
+
+
+def spawn_reference_group(workdir: Path, label: str = "cluster",
+                          size: int = CLUSTER_SIZE) -> Group:
+    """`size` stock memcacheds, each alone: what a client's own key hashing
+    over a LOCATION list spreads keys over."""
+    nodes = [spawn("memcached", f"{label}-memcached-{i}", memcached_bin(), workdir)
+             for i in range(size)]
+    return Group("memcached", f"memcached-{label}", nodes)
