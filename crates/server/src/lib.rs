@@ -164,9 +164,7 @@ impl Node {
             ..store::Config::default()
         };
         let store = match &membership {
-            // CAS values carry this process's identity in their top 16
-            // bits, so a token from another node, or from an earlier life
-            // of this one, never matches here.
+            // CAS values carry this process's identity (see `cas_tag`).
             Some(m) => {
                 let view = m.view();
                 let tag = cas_tag(view.local.name(), view.generation());
@@ -216,13 +214,16 @@ impl Node {
     }
 }
 
-/// 16 bits from the node's name and generation (SipHash-2-4 as the ring's
-/// placement hash), never 0 so that CAS values stay far from the low ones a
-/// plain node hands out.
+/// 15 bits from the node's name and generation (SipHash-2-4, as the
+/// ring's placement hash), never 0, placed in bits 48..63 of every CAS
+/// value: a token from another node, or from an earlier life of this one,
+/// does not match here (but for a 1 in 32767 chance per pair of
+/// identities). Bit 63 stays clear: libmemcached (pylibmc) reads CAS
+/// values as signed and fails on larger ones.
 fn cas_tag(name: &NodeName, generation: u64) -> u64 {
     let mut bytes = name.as_bytes().to_vec();
     bytes.extend_from_slice(&generation.to_le_bytes());
-    (cluster::ring::point(&bytes) >> 48).max(1)
+    (cluster::ring::point(&bytes) >> 49).max(1)
 }
 
 /// Starts membership on `socket` for `settings`, announcing the bound ports
@@ -427,4 +428,24 @@ async fn accept_loop<L: Listener>(
         });
     }
     while conns.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cas_tags_are_non_zero_and_leave_the_sign_bit_clear() {
+        let mut seen = std::collections::HashSet::new();
+        for generation in 0..2000u64 {
+            let name = NodeName::new(format!("shoal-{}", generation % 7)).unwrap();
+            let tag = cas_tag(&name, 1_795_000_000_000 + generation);
+            assert!((1..1 << 15).contains(&tag), "{tag}");
+            // The first CAS and the next 2^48 stay below 2^63.
+            assert!((tag << 48) + (1 << 48) - 1 <= i64::MAX as u64);
+            seen.insert(tag);
+        }
+        // Spread over the 15 bits, not stuck on a few values.
+        assert!(seen.len() > 1900, "{}", seen.len());
+    }
 }
