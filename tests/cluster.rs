@@ -434,6 +434,8 @@ fn cas_tokens_of_one_node_never_match_on_another() {
             .unwrap()
             .parse()
             .unwrap();
+        // libmemcached reads CAS values as signed.
+        assert!(cas <= i64::MAX as u64, "{cas}");
         tags.insert(cas >> 48);
     }
     assert_eq!(tags.len(), 3, "CAS values share their node bits: {tags:?}");
