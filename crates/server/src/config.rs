@@ -125,6 +125,16 @@ pub struct Config {
         value_parser = clap::value_parser!(u16).range(1..=1024)
     )]
     pub peer_window: u16,
+
+    /// Keep Prometheus metrics and serve them on `/metrics` (`off` saves
+    /// their few instructions per request).
+    #[arg(
+        long = "metrics",
+        env = "SHOAL_METRICS",
+        default_value = "on",
+        value_parser = ["on", "off"]
+    )]
+    pub metrics: String,
 }
 
 impl Config {

@@ -5,6 +5,7 @@
 //! client sending 16 gets at once costs one read and one write.
 
 use std::io::{self, IoSlice};
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Buf, BytesMut};
@@ -16,6 +17,7 @@ use tracing::debug;
 use crate::Node;
 use crate::exec::{self, After};
 use crate::forward::{self, Pass, Pending, Plan};
+use crate::metrics::{Cmd, Tally};
 use crate::router::Table;
 
 /// Read buffer size for an idle connection, and the least spare room offered
@@ -45,6 +47,7 @@ where
         rbuf: BytesMut::with_capacity(READ_CHUNK),
         out: OutBuf::new(),
         swallow: 0,
+        table: None,
     };
     if let Err(e) = conn.run(&mut stream, node, stop).await {
         debug!("connection closed: {e}");
@@ -63,6 +66,8 @@ struct Conn {
     out: OutBuf,
     /// Payload bytes still to discard (a value refused as too large).
     swallow: usize,
+    /// The routing table this connection last used, and its version.
+    table: Option<(u64, Arc<Table>)>,
 }
 
 /// Why `process` stopped.
@@ -88,19 +93,24 @@ impl Conn {
     {
         loop {
             let next = {
-                let Conn { rbuf, out, swallow } = &mut *self;
-                let table = node.router.as_ref().map(|r| r.table());
-                let mut waiting = Vec::new();
-                let mut pass = Pass::default();
-                let (next, consumed) = process(
+                let Conn {
                     rbuf,
-                    swallow,
                     out,
-                    &mut waiting,
-                    &mut pass,
-                    node,
-                    table.as_deref(),
-                );
+                    swallow,
+                    table,
+                } = &mut *self;
+                if let Some(router) = &node.router {
+                    router.refresh(table);
+                }
+                let table = table.as_ref().map(|(_, t)| &**t);
+                let started = node.metrics.as_ref().map(|m| m.now());
+                let mut passed = Passed::default();
+                let (next, consumed) = process(rbuf, swallow, out, &mut passed, node, table);
+                let Passed {
+                    waiting,
+                    mut pass,
+                    tally,
+                } = passed;
                 // Answers from peers, in the client's order, each followed
                 // by the local answers decoded after it.
                 if !waiting.is_empty() {
@@ -110,6 +120,9 @@ impl Conn {
                         pending.finish(node, out, &mut net, &mut pass).await;
                         out.append(after);
                     }
+                }
+                if let (Some(metrics), Some(started)) = (&node.metrics, started) {
+                    metrics.pass(started, &tally);
                 }
                 rbuf.advance(consumed);
                 next
@@ -147,22 +160,36 @@ impl Conn {
 /// Answers waiting on peers, each with the local answers that follow it.
 type Waiting<'a> = Vec<(Pending<'a>, OutBuf)>;
 
+/// What one pass leaves besides the answers already in the output.
+#[derive(Default)]
+struct Passed<'a> {
+    waiting: Waiting<'a>,
+    /// The gets gathered per owner.
+    pass: Pass,
+    /// Requests per command, for the latency histogram.
+    tally: Tally,
+}
+
 /// Most answers waiting on peers in one pass: past it, they are finished
 /// and written before more requests are decoded.
 const MAX_WAITING: usize = 1024;
 
 /// Answers every whole request in `rbuf`: local ones into `out` (or after
-/// the last answer waiting on peers), forwarded ones into `waiting`.
+/// the last answer waiting on peers), forwarded ones into `passed`.
 /// Returns why it stopped and how many bytes of `rbuf` it consumed.
 fn process<'a>(
     rbuf: &'a [u8],
     swallow: &mut usize,
     out: &mut OutBuf,
-    waiting: &mut Waiting<'a>,
-    pass: &mut Pass,
+    passed: &mut Passed<'a>,
     node: &Node,
     table: Option<&Table>,
 ) -> (Next, usize) {
+    let Passed {
+        waiting,
+        pass,
+        tally,
+    } = passed;
     let mut pos = 0;
     let mut waiting_len = 0;
     let next = loop {
@@ -186,6 +213,8 @@ fn process<'a>(
             Decode::Incomplete => break Next::Read,
             Decode::Request { request, consumed } => {
                 pos += consumed;
+                let cmd = Cmd::of(&request.command);
+                tally.add(cmd);
                 let plan = match table {
                     Some(table) => forward::plan(node, table, pass, &request),
                     None => Plan::Local,
@@ -193,7 +222,11 @@ fn process<'a>(
                 let after = match plan {
                     Plan::Local => exec::execute(node, &request, cur),
                     Plan::Refuse(error) => {
-                        protocol::encode(&request.reply, &Response::Error(error), cur);
+                        let response = Response::Error(error);
+                        if let Some(m) = &node.metrics {
+                            m.answered(cmd, &request.reply, &response);
+                        }
+                        protocol::encode(&request.reply, &response, cur);
                         match request.command {
                             Command::TooLarge { swallow, .. } => After::Swallow(swallow),
                             _ => After::Continue,
@@ -219,7 +252,12 @@ fn process<'a>(
                 consumed,
                 close,
             } => {
-                protocol::encode(&reply, &Response::Error(error), cur);
+                let response = Response::Error(error);
+                if let Some(m) = &node.metrics {
+                    tally.add(Cmd::Invalid);
+                    m.answered(Cmd::Invalid, &reply, &response);
+                }
+                protocol::encode(&reply, &response, cur);
                 pos += consumed;
                 if close {
                     break Next::Close;

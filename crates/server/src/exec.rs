@@ -13,6 +13,7 @@ use store::{ArithOutcome, DeleteOutcome, Found, StoreOutcome};
 use tracing::warn;
 
 use crate::Node;
+use crate::metrics::Cmd;
 
 /// What the connection does after a request was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +34,14 @@ const SASL_MECHS: &str = "PLAIN";
 
 pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> After {
     let reply = &request.reply;
-    let mut answer = |response: Response<'_>| protocol::encode(reply, &response, out);
+    let cmd = Cmd::of(&request.command);
+    let metrics = node.metrics.as_ref();
+    let mut answer = |response: Response<'_>| {
+        if let Some(m) = metrics {
+            m.answered(cmd, reply, &response);
+        }
+        protocol::encode(reply, &response, out);
+    };
     let store = &node.store;
     let counters = &node.counters;
     match &request.command {

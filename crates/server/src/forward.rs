@@ -38,6 +38,7 @@ use store::Found;
 
 use crate::Node;
 use crate::exec::{self, After};
+use crate::metrics::Cmd;
 use crate::router::{Owner, PeerStats, Remote, Table};
 
 /// The safety timer of one pass's forwarded answers.
@@ -59,6 +60,7 @@ pub(crate) enum Plan<'a> {
 /// An answer waiting on peers.
 pub(crate) struct Pending<'a> {
     reply: Reply<'a>,
+    cmd: Cmd,
     kind: Kind<'a>,
 }
 
@@ -124,7 +126,12 @@ impl Sent {
     /// The peer's answer; a failed call or a missing result counts as a
     /// forward error. `net` is the pass's safety timer: the peer's task
     /// answers by the deadline on its own, unless it is stuck.
-    async fn wait(self, net: &mut Net<'_>) -> Result<operation_result::Result, cluster::Error> {
+    async fn wait(
+        self,
+        node: &Node,
+        net: &mut Net<'_>,
+    ) -> Result<operation_result::Result, cluster::Error> {
+        let deadline = self.answer.deadline();
         let answer = tokio::select! {
             biased;
             answer = self.answer => answer,
@@ -136,6 +143,11 @@ impl Sent {
         });
         if answer.is_err() {
             self.stats.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(m) = &node.metrics {
+            // The ticket's deadline is its send time plus the peer deadline.
+            let sent = deadline - node.forward_deadline();
+            m.forward_took(&self.stats, sent.elapsed());
         }
         answer
     }
@@ -225,13 +237,13 @@ impl Pass {
 
     /// The items answered to call `c` (awaited on first use; a failed read
     /// is all misses).
-    async fn items(&mut self, c: usize, net: &mut Net<'_>) -> &[api::Item] {
+    async fn items(&mut self, c: usize, node: &Node, net: &mut Net<'_>) -> &[api::Item] {
         if matches!(self.calls[c], Call::Sent(_)) {
             let Call::Sent(sent) = std::mem::replace(&mut self.calls[c], Call::Got(Vec::new()))
             else {
                 unreachable!("just matched");
             };
-            self.calls[c] = Call::Got(got_items(sent.wait(net).await));
+            self.calls[c] = Call::Got(got_items(sent.wait(node, net).await));
         }
         match &self.calls[c] {
             Call::Got(items) => items,
@@ -266,6 +278,7 @@ pub(crate) fn plan<'a>(
             Owner::Remote(i) => Plan::Forward(
                 Pending {
                     reply: request.reply.clone(),
+                    cmd: Cmd::of(&request.command),
                     kind: Kind::One {
                         call: {
                             // The peer sees the gathered gets first.
@@ -410,6 +423,7 @@ pub(crate) fn plan<'a>(
             Plan::Forward(
                 Pending {
                     reply: request.reply.clone(),
+                    cmd: Cmd::of(&request.command),
                     kind: Kind::Flush { calls },
                 },
                 After::Continue,
@@ -448,6 +462,7 @@ fn plan_get<'a>(
         Plan::Forward(
             Pending {
                 reply: request.reply.clone(),
+                cmd: Cmd::of(&request.command),
                 kind,
             },
             After::Continue,
@@ -522,15 +537,22 @@ impl Pending<'_> {
         pass: &mut Pass,
     ) {
         let reply = &self.reply;
-        let mut answer = |response: Response<'_>| protocol::encode(reply, &response, out);
+        let cmd = self.cmd;
+        let metrics = node.metrics.as_ref();
+        let mut answer = |response: Response<'_>| {
+            if let Some(m) = metrics {
+                m.answered(cmd, reply, &response);
+            }
+            protocol::encode(reply, &response, out);
+        };
         match self.kind {
             Kind::One { call, what } => {
-                let result = call.wait(net).await;
+                let result = call.wait(node, net).await;
                 answer(one_response(what, result));
             }
             Kind::GetOne { key, call, debug } => {
                 let item = match call {
-                    Some((c, pos)) => pass.items(c, net).await.get(pos),
+                    Some((c, pos)) => pass.items(c, node, net).await.get(pos),
                     None => None,
                 };
                 remote_item(&mut answer, key, item, debug);
@@ -542,7 +564,7 @@ impl Pending<'_> {
                 let mut failed = 0;
                 let total = calls.len();
                 for call in calls {
-                    let ok = match call.wait(net).await {
+                    let ok = match call.wait(node, net).await {
                         Ok(operation_result::Result::FlushAll(r)) => r.error() == ErrorCode::None,
                         _ => false,
                     };
@@ -576,7 +598,7 @@ impl Pending<'_> {
                         Slot::Local(Some(found)) => exec::hit(key, found, now),
                         Slot::Local(None) => Response::Miss { key },
                         Slot::Remote { call, pos } => {
-                            let item = pass.items(*call, net).await.get(*pos);
+                            let item = pass.items(*call, node, net).await.get(*pos);
                             remote_item(&mut answer, key, item, debug);
                             continue;
                         }

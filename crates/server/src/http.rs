@@ -6,6 +6,7 @@
 //!   ring (ARCHITECTURE.md's readiness), else 503; a plain single node is
 //!   always ready.
 //! - `GET /cluster`: this node's view of the cluster as JSON.
+//! - `GET /metrics`: Prometheus text format (see `metrics`).
 //!
 //! HTTP/1.1 only, one small task per connection, no keep-alive limits
 //! beyond hyper's own; nothing here touches the store.
@@ -78,6 +79,17 @@ fn answer(node: &Node, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" if node.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/metrics" => match &node.metrics {
+            Some(metrics) => {
+                let mut response = Response::new(Full::new(Bytes::from(metrics.render(node))));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "metrics are off (--metrics off)\n"),
+        },
         "/cluster" => {
             let mut response = Response::new(Full::new(Bytes::from(cluster_json(node))));
             response

@@ -21,6 +21,7 @@ mod conn;
 mod exec;
 mod forward;
 mod http;
+mod metrics;
 mod peer;
 mod router;
 mod stats;
@@ -58,6 +59,8 @@ pub struct Settings {
     /// Clustering; `None` (or no gossip socket) serves as a plain single
     /// node that owns every key.
     pub cluster: Option<ClusterSettings>,
+    /// Keep Prometheus metrics (served on `/metrics`).
+    pub metrics: bool,
 }
 
 /// How a node takes part in a cluster.
@@ -91,6 +94,7 @@ impl Default for Settings {
             sweep_interval: Duration::from_secs(1),
             drain_timeout: Duration::from_secs(5),
             cluster: None,
+            metrics: true,
         }
     }
 }
@@ -103,6 +107,7 @@ impl From<&Config> for Settings {
             conn_limit: c.conn_limit,
             disable_flush: c.disable_flush,
             threads: c.threads,
+            metrics: c.metrics == "on",
             ..Settings::default()
         }
     }
@@ -154,10 +159,13 @@ pub(crate) struct Node {
     pub warned_auth_off: AtomicBool,
     /// The cluster side; `None` on a plain single node.
     pub router: Option<router::Router>,
+    /// Prometheus metrics; `None` when turned off.
+    pub metrics: Option<metrics::Metrics>,
 }
 
 impl Node {
     pub fn new(settings: Settings, membership: Option<Membership>) -> Self {
+        let settings_metrics = settings.metrics;
         let config = store::Config {
             memory_limit: settings.memory_limit,
             max_item_size: settings.max_item_size,
@@ -192,6 +200,7 @@ impl Node {
             started: Instant::now(),
             warned_auth_off: AtomicBool::new(false),
             router,
+            metrics: settings_metrics.then(metrics::Metrics::new),
         }
     }
 
@@ -199,12 +208,15 @@ impl Node {
     /// (by which the peer client answers or fails every operation itself)
     /// and a margin, as a safety net against a stuck peer client.
     pub fn forward_net(&self) -> Duration {
-        let deadline = self
-            .settings
+        self.forward_deadline() + Duration::from_millis(250)
+    }
+
+    /// The peer client's deadline for one forwarded operation.
+    pub fn forward_deadline(&self) -> Duration {
+        self.settings
             .cluster
             .as_ref()
-            .map_or(Duration::from_secs(1), |c| c.client.deadline);
-        deadline + Duration::from_millis(250)
+            .map_or(Duration::from_secs(1), |c| c.client.deadline)
     }
 
     /// Whether this node serves clients: always on a plain single node;
@@ -290,6 +302,10 @@ pub async fn run(
 
     let sweeper = tokio::spawn(sweep_loop(node.clone(), stop_rx.clone()));
     let follower = views.map(|views| tokio::spawn(router::follow(node.clone(), views)));
+    let upkeep = node
+        .metrics
+        .is_some()
+        .then(|| tokio::spawn(metrics_upkeep(node.clone())));
     if let Some(http) = http {
         tasks.spawn(http::serve(http, node.clone(), stop_rx.clone()));
     }
@@ -334,6 +350,9 @@ pub async fn run(
         tasks.abort_all();
     }
     sweeper.abort();
+    if let Some(task) = upkeep {
+        task.abort();
+    }
     if let Some(task) = follower {
         task.abort();
     }
@@ -357,6 +376,19 @@ async fn sweep_loop(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 node.store.sweep(SWEEP_BUDGET);
             }
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Folds recorded latency samples into their histogram buckets every few
+/// seconds, so memory stays bounded however rarely Prometheus scrapes.
+async fn metrics_upkeep(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(m) = &node.metrics {
+            m.upkeep();
         }
     }
 }

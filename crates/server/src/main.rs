@@ -11,9 +11,6 @@ use server::{ClusterSettings, Config, Listeners, Settings};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tracing::{info, warn};
 
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_logging(config.verbosity());

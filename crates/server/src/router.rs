@@ -12,7 +12,7 @@
 //! comes back from being declared down (a new epoch), it drops everything.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use cluster::client::{ClientConfig, Peer, Peers};
@@ -25,12 +25,14 @@ use crate::Node;
 /// Forwarding figures for one peer, kept for as long as the node runs (a
 /// peer that leaves and comes back keeps counting), shown by `stats
 /// cluster`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct PeerStats {
     /// Operations sent to the peer on behalf of clients.
     pub forwarded: AtomicU64,
     /// Of those, the ones that failed (unreachable, deadline, refused).
     pub errors: AtomicU64,
+    /// `shoal_forward_duration_seconds{peer}`.
+    pub duration: crate::metrics::Buckets,
 }
 
 /// A live member other than this node, and how to reach it.
@@ -102,6 +104,9 @@ pub(crate) struct Router {
     pub membership: Membership,
     peers: Peers,
     table: RwLock<Arc<Table>>,
+    /// Bumped after every table swap: connections keep their own `Arc` of
+    /// the table and take the lock only when this moved.
+    version: AtomicU64,
     stats: Mutex<HashMap<NodeName, Arc<PeerStats>>>,
 }
 
@@ -112,6 +117,7 @@ impl Router {
             membership,
             peers: Peers::new(client),
             table: RwLock::new(Arc::new(table)),
+            version: AtomicU64::new(0),
             stats: Mutex::new(HashMap::new()),
         }
     }
@@ -122,6 +128,15 @@ impl Router {
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// Refreshes `cached` (a connection's copy of the table, and the
+    /// version it was taken at) if the table changed since.
+    pub fn refresh(&self, cached: &mut Option<(u64, Arc<Table>)>) {
+        let version = self.version.load(Ordering::Acquire);
+        if cached.as_ref().is_none_or(|(v, _)| *v != version) {
+            *cached = Some((version, self.table()));
+        }
     }
 
     /// Forwarding figures per peer ever forwarded to, in name order.
@@ -142,7 +157,13 @@ impl Router {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .entry(name.clone())
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(PeerStats {
+                    forwarded: AtomicU64::new(0),
+                    errors: AtomicU64::new(0),
+                    duration: crate::metrics::Buckets::default(),
+                })
+            })
             .clone()
     }
 
@@ -211,6 +232,7 @@ pub(crate) async fn follow(node: Arc<Node>, mut views: watch::Receiver<Membershi
             &mut *router.table.write().unwrap_or_else(PoisonError::into_inner),
             table.clone(),
         );
+        router.version.fetch_add(1, Ordering::Release);
         if old.ready != table.ready {
             info!(
                 "node {} is {}",

@@ -191,6 +191,11 @@ fn resident_memory_stays_within_the_limit() {
         assert!(bytes <= limit, "accounted {bytes} over the limit {limit}");
         peak = peak.max(rss_bytes(p.child.id()));
     }
+    println!(
+        "resident memory peak {} MiB with -m {LIMIT_MB} (allowed {} MiB)",
+        peak >> 20,
+        (limit + slack) >> 20
+    );
     assert!(
         peak <= limit + slack,
         "resident {} MiB over -m {} MiB + slack {} MiB",

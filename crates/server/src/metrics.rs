@@ -1,0 +1,609 @@
+//! Prometheus metrics: what `/metrics` on the HTTP port serves.
+//!
+//! Each node has its own recorder (`metrics-exporter-prometheus`, built, not
+//! installed globally), so several nodes in one process — the cluster tests
+//! — keep their figures apart. The hot path touches only plain atomics of
+//! this module: one relaxed increment per answer (`shoal_requests_total` by
+//! command, protocol and outcome) and, per pass over a connection's read
+//! buffer, a TSC clock read and one bucket increment per command seen in
+//! it. At scrape time the counts are handed to the recorder, and the
+//! latency histograms (kept here in fixed buckets, since a sample pushed
+//! into the exporter's histogram costs ~150 instructions) are rendered
+//! beside its text. Everything the node already counts elsewhere (the
+//! store's figures, connections, bytes, the cluster's view, forwards per
+//! peer) is read when Prometheus scrapes. `bench/callgrind.sh` measures
+//! what it all costs per request.
+//!
+//! Counting follows ARCHITECTURE.md: client requests are counted at the
+//! node the client talks to (`shoal_requests_total`, per key for gets, like
+//! memcached's `cmd_get`); store figures at the owner (`shoal_store_*`,
+//! `shoal_items`, …); work done for a peer has its own counter
+//! (`shoal_peer_operations_total`). A cluster-wide sum of
+//! `shoal_requests_total` counts every client request once.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+use protocol::{ArithOp, Command, Reply, Response, StoreMode};
+
+use crate::Node;
+use crate::router::PeerStats;
+
+/// The command label: memcache commands grouped as operators think of them
+/// (every get form is `get`, every get-and-touch `gat`, a store with a CAS
+/// `cas`), whatever the protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Cmd {
+    Get,
+    Gat,
+    Set,
+    Add,
+    Replace,
+    Append,
+    Prepend,
+    Cas,
+    Delete,
+    Incr,
+    Decr,
+    Touch,
+    FlushAll,
+    Stats,
+    Version,
+    Noop,
+    Verbosity,
+    Quit,
+    Auth,
+    Debug,
+    /// A request that did not decode.
+    Invalid,
+}
+
+const CMDS: usize = Cmd::Invalid as usize + 1;
+const _: () = assert!(CMDS <= 32, "Tally keeps one bit per command");
+
+impl Cmd {
+    const NAMES: [&'static str; CMDS] = [
+        "get",
+        "gat",
+        "set",
+        "add",
+        "replace",
+        "append",
+        "prepend",
+        "cas",
+        "delete",
+        "incr",
+        "decr",
+        "touch",
+        "flush_all",
+        "stats",
+        "version",
+        "noop",
+        "verbosity",
+        "quit",
+        "auth",
+        "debug",
+        "invalid",
+    ];
+
+    pub fn of(command: &Command<'_>) -> Cmd {
+        let mode = |mode: StoreMode, cas: u64| match mode {
+            _ if cas != 0 => Cmd::Cas,
+            StoreMode::Set => Cmd::Set,
+            StoreMode::Add => Cmd::Add,
+            StoreMode::Replace => Cmd::Replace,
+            StoreMode::Append => Cmd::Append,
+            StoreMode::Prepend => Cmd::Prepend,
+        };
+        match command {
+            Command::Get { touch: None, .. } => Cmd::Get,
+            Command::Get { touch: Some(_), .. } => Cmd::Gat,
+            Command::Store { mode: m, cas, .. } | Command::TooLarge { mode: m, cas, .. } => {
+                mode(*m, *cas)
+            }
+            Command::Delete { .. } => Cmd::Delete,
+            Command::Arith {
+                op: ArithOp::Incr, ..
+            } => Cmd::Incr,
+            Command::Arith {
+                op: ArithOp::Decr, ..
+            } => Cmd::Decr,
+            Command::Touch { .. } => Cmd::Touch,
+            Command::FlushAll { .. } => Cmd::FlushAll,
+            Command::Stats { .. } => Cmd::Stats,
+            Command::Version => Cmd::Version,
+            Command::Noop => Cmd::Noop,
+            Command::Verbosity { .. } => Cmd::Verbosity,
+            Command::Quit => Cmd::Quit,
+            Command::MetaDebug { .. } => Cmd::Debug,
+            Command::SaslListMechs | Command::SaslAuth { .. } | Command::SaslStep { .. } => {
+                Cmd::Auth
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Proto {
+    Text,
+    Meta,
+    Binary,
+}
+
+const PROTOS: usize = 3;
+const PROTO_NAMES: [&str; PROTOS] = ["text", "meta", "binary"];
+
+impl Proto {
+    fn of(reply: &Reply<'_>) -> Proto {
+        match reply {
+            Reply::Text(_) => Proto::Text,
+            Reply::Meta(_) => Proto::Meta,
+            Reply::Binary(_) => Proto::Binary,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+enum Outcome {
+    Hit,
+    Miss,
+    Stored,
+    NotStored,
+    Exists,
+    NotFound,
+    Deleted,
+    Touched,
+    Ok,
+    Error,
+}
+
+const OUTCOMES: usize = Outcome::Error as usize + 1;
+const OUTCOME_NAMES: [&str; OUTCOMES] = [
+    "hit",
+    "miss",
+    "stored",
+    "not_stored",
+    "exists",
+    "not_found",
+    "deleted",
+    "touched",
+    "ok",
+    "error",
+];
+
+impl Outcome {
+    /// What an answer says happened; `None` for the parts of an answer that
+    /// are not one (a get's `END`, a stats line).
+    fn of(response: &Response<'_>) -> Option<Outcome> {
+        Some(match response {
+            Response::Hit(_) | Response::Number { .. } | Response::Debug { .. } => Outcome::Hit,
+            Response::Miss { .. } => Outcome::Miss,
+            Response::Stored { .. } => Outcome::Stored,
+            Response::NotStored => Outcome::NotStored,
+            Response::Exists => Outcome::Exists,
+            Response::NotFound => Outcome::NotFound,
+            Response::Deleted => Outcome::Deleted,
+            Response::Touched { .. } => Outcome::Touched,
+            Response::Ok | Response::Version(_) | Response::SaslMechs(_) | Response::AuthOk => {
+                Outcome::Ok
+            }
+            Response::Error(_) => Outcome::Error,
+            Response::End | Response::Stat { .. } => return None,
+        })
+    }
+}
+
+/// Latency bucket bounds, seconds: 25 µs to 2.5 s.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1,
+    0.25, 0.5, 1.0, 2.5,
+];
+
+/// The same bounds in nanoseconds, for the hot path.
+const LATENCY_BUCKETS_NS: [u64; 16] = [
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+];
+
+/// A latency histogram in fixed buckets: a few relaxed atomic adds per
+/// sample, rendered in Prometheus' histogram format at scrape time.
+#[derive(Debug, Default)]
+pub(crate) struct Buckets {
+    /// Per bucket (the last one past every bound), not cumulative.
+    counts: [AtomicU64; LATENCY_BUCKETS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Buckets {
+    #[inline]
+    pub fn record_many(&self, took_ns: u64, n: u64) {
+        let i = LATENCY_BUCKETS_NS.partition_point(|&b| b < took_ns);
+        self.counts[i].fetch_add(n, Ordering::Relaxed);
+        self.sum_ns
+            .fetch_add(took_ns.saturating_mul(n), Ordering::Relaxed);
+    }
+
+    /// Appends the `_bucket`, `_sum` and `_count` series with `labels`
+    /// (`name="value"` pairs, comma separated); nothing if empty.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .collect();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            return;
+        }
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS.iter().zip(&counts) {
+            cumulative += count;
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+        let sum = self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {total}");
+    }
+}
+
+/// One node's metrics.
+pub(crate) struct Metrics {
+    recorder: PrometheusRecorder,
+    handle: PrometheusHandle,
+    /// `shoal_requests_total` by (command, protocol, outcome).
+    requests: Box<[AtomicU64]>,
+    /// `shoal_request_duration_seconds` by command.
+    durations: Box<[Buckets]>,
+    clock: quanta::Clock,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let metrics = Metrics {
+            recorder,
+            handle,
+            requests: (0..CMDS * PROTOS * OUTCOMES)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            durations: (0..CMDS).map(|_| Buckets::default()).collect(),
+            clock: quanta::Clock::new(),
+        };
+        metrics.describe();
+        metrics
+    }
+
+    /// A cheap timestamp (the TSC where it is reliable) for [`Metrics::pass`].
+    #[inline]
+    pub fn now(&self) -> u64 {
+        self.clock.raw()
+    }
+
+    fn describe(&self) {
+        let r = &self.recorder;
+        let counter = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            r.describe_counter(name.into(), unit, help.into());
+        };
+        let gauge = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            r.describe_gauge(name.into(), unit, help.into());
+        };
+        counter(
+            "shoal_requests_total",
+            None,
+            "Client requests answered by this node, by command, protocol and outcome (gets count one per key).",
+        );
+        counter(
+            "shoal_bytes_read_total",
+            Some(Unit::Bytes),
+            "Bytes read from clients.",
+        );
+        counter(
+            "shoal_bytes_written_total",
+            Some(Unit::Bytes),
+            "Bytes written to clients.",
+        );
+        gauge("shoal_connections", None, "Open client connections.");
+        counter(
+            "shoal_connections_total",
+            None,
+            "Client connections accepted.",
+        );
+        counter(
+            "shoal_connections_rejected_total",
+            None,
+            "Client connections refused over the connection limit (-c).",
+        );
+        gauge("shoal_items", None, "Items in this node's store.");
+        gauge(
+            "shoal_memory_used_bytes",
+            Some(Unit::Bytes),
+            "Bytes charged for the items in this node's store (key, value and per-item overhead).",
+        );
+        gauge(
+            "shoal_memory_limit_bytes",
+            Some(Unit::Bytes),
+            "The store's memory limit (-m).",
+        );
+        counter(
+            "shoal_evictions_total",
+            None,
+            "Live items evicted to make room.",
+        );
+        counter(
+            "shoal_reclaimed_total",
+            None,
+            "Expired or flushed items unlinked by the sweep or at the LRU tail.",
+        );
+        counter(
+            "shoal_store_hits_total",
+            None,
+            "Lookups this node's store answered with an item (for clients and for peers).",
+        );
+        counter(
+            "shoal_store_misses_total",
+            None,
+            "Lookups this node's store found nothing for (for clients and for peers).",
+        );
+        counter(
+            "shoal_forwarded_total",
+            None,
+            "Operations forwarded to a peer on behalf of this node's clients.",
+        );
+        counter(
+            "shoal_forward_errors_total",
+            None,
+            "Forwarded operations that failed (unreachable, deadline, refused).",
+        );
+        counter(
+            "shoal_peer_operations_total",
+            None,
+            "Operations executed for peers.",
+        );
+        gauge(
+            "shoal_ready",
+            None,
+            "1 once the node has joined and owns its part of the ring.",
+        );
+        gauge(
+            "shoal_cluster_members",
+            None,
+            "Live members this node knows, by state.",
+        );
+        gauge("shoal_ring_members", None, "Members of this node's ring.");
+        counter(
+            "shoal_membership_changes_total",
+            None,
+            "Membership views this node has seen (joins, leaves, state changes).",
+        );
+        gauge(
+            "shoal_uptime_seconds",
+            Some(Unit::Seconds),
+            "Seconds since the node started.",
+        );
+        gauge(
+            "shoal_build_info",
+            None,
+            "1, with the version and git commit as labels.",
+        );
+    }
+
+    /// Counts one answer of a request (nothing for the parts of an answer
+    /// that are not one, like a get's `END`).
+    #[inline]
+    pub fn answered(&self, cmd: Cmd, reply: &Reply<'_>, response: &Response<'_>) {
+        let Some(outcome) = Outcome::of(response) else {
+            return;
+        };
+        let proto = Proto::of(reply);
+        let i = (cmd as usize * PROTOS + proto as usize) * OUTCOMES + outcome as usize;
+        self.requests[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One pass over a connection's buffer, begun at `started` (from
+    /// [`Metrics::now`]): every request in it waited about that long.
+    pub fn pass(&self, started: u64, seen: &Tally) {
+        let took = self.clock.delta_as_nanos(started, self.clock.raw());
+        let mut bits = seen.seen;
+        while bits != 0 {
+            let cmd = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            self.durations[cmd].record_many(took, u64::from(seen.counts[cmd]));
+        }
+    }
+
+    /// A forwarded operation's round trip to a peer.
+    pub fn forward_took(&self, peer: &PeerStats, took: Duration) {
+        let ns = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        peer.duration.record_many(ns, 1);
+    }
+
+    fn counter(&self, name: &'static str, labels: Vec<Label>) -> Counter {
+        self.recorder
+            .register_counter(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    fn gauge(&self, name: &'static str, labels: Vec<Label>) -> Gauge {
+        self.recorder
+            .register_gauge(&Key::from_parts(name, labels), &METADATA)
+    }
+
+    /// The exporter's periodic housekeeping (run every few seconds).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// The Prometheus text page: the figures read now, then everything.
+    pub fn render(&self, node: &Node) -> String {
+        self.collect(node);
+        let mut page = self.handle.render();
+        self.render_histograms(node, &mut page);
+        page
+    }
+
+    fn render_histograms(&self, node: &Node, page: &mut String) {
+        page.push_str(
+            "# HELP shoal_request_duration_seconds Time from reading a request to having its answer ready to write, by command.\n\
+             # TYPE shoal_request_duration_seconds histogram\n",
+        );
+        for (cmd, buckets) in self.durations.iter().enumerate() {
+            let labels = format!("command=\"{}\"", Cmd::NAMES[cmd]);
+            buckets.render(page, "shoal_request_duration_seconds", &labels);
+        }
+        page.push('\n');
+        let Some(router) = &node.router else {
+            return;
+        };
+        page.push_str(
+            "# HELP shoal_forward_duration_seconds Time from handing an operation to a peer to having its answer.\n\
+             # TYPE shoal_forward_duration_seconds histogram\n",
+        );
+        for (name, stats) in router.peer_stats() {
+            let labels = format!("peer=\"{}\"", escape_label(name.as_str()));
+            stats
+                .duration
+                .render(page, "shoal_forward_duration_seconds", &labels);
+        }
+        page.push('\n');
+    }
+
+    /// Reads the figures kept elsewhere into their series.
+    fn collect(&self, node: &Node) {
+        for (i, count) in self.requests.iter().enumerate() {
+            let n = count.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let (rest, outcome) = (i / OUTCOMES, i % OUTCOMES);
+            let (cmd, proto) = (rest / PROTOS, rest % PROTOS);
+            self.counter(
+                "shoal_requests_total",
+                vec![
+                    Label::new("command", Cmd::NAMES[cmd]),
+                    Label::new("protocol", PROTO_NAMES[proto]),
+                    Label::new("outcome", OUTCOME_NAMES[outcome]),
+                ],
+            )
+            .absolute(n);
+        }
+        let c = &node.counters;
+        let s = node.store.stats();
+        let counter = |name, v: u64| self.counter(name, Vec::new()).absolute(v);
+        let gauge = |name, v: f64| self.gauge(name, Vec::new()).set(v);
+        counter(
+            "shoal_bytes_read_total",
+            c.bytes_read.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoal_bytes_written_total",
+            c.bytes_written.load(Ordering::Relaxed),
+        );
+        gauge(
+            "shoal_connections",
+            c.curr_connections.load(Ordering::Relaxed) as f64,
+        );
+        counter(
+            "shoal_connections_total",
+            c.total_connections.load(Ordering::Relaxed),
+        );
+        counter(
+            "shoal_connections_rejected_total",
+            c.rejected_connections.load(Ordering::Relaxed),
+        );
+        gauge("shoal_items", s.curr_items as f64);
+        gauge("shoal_memory_used_bytes", s.bytes as f64);
+        gauge("shoal_memory_limit_bytes", s.limit_maxbytes as f64);
+        counter("shoal_evictions_total", s.evictions);
+        counter("shoal_reclaimed_total", s.reclaimed);
+        counter("shoal_store_hits_total", s.get_hits);
+        counter("shoal_store_misses_total", s.get_misses);
+        counter(
+            "shoal_peer_operations_total",
+            c.peer_ops.load(Ordering::Relaxed),
+        );
+        gauge("shoal_uptime_seconds", node.started.elapsed().as_secs_f64());
+        gauge("shoal_ready", if node.is_ready() { 1.0 } else { 0.0 });
+        self.gauge(
+            "shoal_build_info",
+            vec![
+                Label::new("version", env!("CARGO_PKG_VERSION")),
+                Label::new("git_sha", option_env!("SHOAL_GIT_SHA").unwrap_or("unknown")),
+            ],
+        )
+        .set(1.0);
+        let Some(router) = &node.router else {
+            gauge("shoal_ring_members", 1.0);
+            return;
+        };
+        let table = router.table();
+        let view = &table.view;
+        gauge("shoal_ring_members", view.ring.len() as f64);
+        counter("shoal_membership_changes_total", view.seq);
+        for state in [
+            cluster::NodeState::Joining,
+            cluster::NodeState::Ready,
+            cluster::NodeState::Leaving,
+        ] {
+            let n = view.members.iter().filter(|m| m.state() == state).count();
+            self.gauge(
+                "shoal_cluster_members",
+                vec![Label::new("state", state.as_str())],
+            )
+            .set(n as f64);
+        }
+        for (name, stats) in router.peer_stats() {
+            let peer = || vec![Label::new("peer", name.as_str().to_owned())];
+            self.counter("shoal_forwarded_total", peer())
+                .absolute(stats.forwarded.load(Ordering::Relaxed));
+            self.counter("shoal_forward_errors_total", peer())
+                .absolute(stats.errors.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// A label value as Prometheus' text format wants it.
+fn escape_label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+static METADATA: Metadata<'static> =
+    Metadata::new("shoal", metrics::Level::INFO, Some(module_path!()));
+
+/// Requests per command seen in one pass (and which commands, as bits, so
+/// the pass's end visits only those).
+#[derive(Debug, Default)]
+pub(crate) struct Tally {
+    counts: [u32; CMDS],
+    seen: u32,
+}
+
+impl Tally {
+    #[inline]
+    pub fn add(&mut self, cmd: Cmd) {
+        self.counts[cmd as usize] += 1;
+        self.seen |= 1 << cmd as u32;
+    }
+}

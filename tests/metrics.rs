@@ -1,0 +1,198 @@
+//! `/metrics` on real nodes: Prometheus text whose counters rise by exactly
+//! what clients did, counted once cluster-wide (client requests at the node
+//! the client talks to, store figures at the owner), and none when metrics
+//! are off. (A real Prometheus scrapes a cluster in tests/python.)
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use e2e::{ClusterNode, Packet, Settings, wait_until};
+
+/// Every sample on the page: `name{labels}` → value.
+fn scrape(node: &ClusterNode) -> BTreeMap<String, f64> {
+    let (status, page) = node.http_get("/metrics");
+    assert_eq!(status, 200, "{page}");
+    page.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let (series, value) = l.rsplit_once(' ').expect("a sample line");
+            (series.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn get(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
+    samples.get(series).copied().unwrap_or(0.0)
+}
+
+/// The sum over every series of `name` whose labels include all of `with`.
+fn sum(samples: &BTreeMap<String, f64>, name: &str, with: &[&str]) -> f64 {
+    samples
+        .iter()
+        .filter(|(series, _)| {
+            series
+                .strip_prefix(name)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('{'))
+                && with.iter().all(|w| series.contains(w))
+        })
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn requests(command: &str, protocol: &str, outcome: &str) -> String {
+    format!(
+        "shoal_requests_total{{command=\"{command}\",protocol=\"{protocol}\",outcome=\"{outcome}\"}}"
+    )
+}
+
+#[test]
+fn counters_rise_by_exactly_what_a_client_did() {
+    let node = ClusterNode::start("solo", &[]);
+    wait_until("ready", Duration::from_secs(10), || {
+        node.http_get("/readyz").0 == 200
+    });
+    let before = scrape(&node);
+    assert_eq!(
+        sum(
+            &before,
+            "shoal_build_info",
+            &["version=\"0.1.0\"", "git_sha=\""]
+        ),
+        1.0
+    );
+
+    let mut c = node.conn();
+    c.text(b"set a 0 0 1\r\n1\r\nset b 0 0 1\r\n2\r\nget a b nope\r\nincr nope 1\r\nbogus\r\n");
+    c.text(b"mg a v\r\nmd b\r\n");
+    // A binary get (hit) and a quiet miss, ended by the harness's noop.
+    let mut batch = Packet::request(0x00, b"", b"a", b"", 1, 0);
+    batch.extend(Packet::request(0x09, b"", b"zzz", b"", 2, 0));
+    c.binary(&batch);
+
+    let after = scrape(&node);
+    let rose = |series: &str| get(&after, series) - get(&before, series);
+    assert_eq!(rose(&requests("set", "text", "stored")), 2.0);
+    assert_eq!(rose(&requests("get", "text", "hit")), 2.0);
+    assert_eq!(rose(&requests("get", "text", "miss")), 1.0);
+    assert_eq!(rose(&requests("incr", "text", "not_found")), 1.0);
+    assert_eq!(rose(&requests("invalid", "text", "error")), 1.0);
+    assert_eq!(rose(&requests("get", "meta", "hit")), 1.0);
+    assert_eq!(rose(&requests("delete", "meta", "deleted")), 1.0);
+    assert_eq!(rose(&requests("get", "binary", "hit")), 1.0);
+    assert_eq!(rose(&requests("get", "binary", "miss")), 1.0);
+    // The harness's own sentinels: text mn and binary noop.
+    assert!(rose(&requests("noop", "meta", "ok")) >= 2.0);
+    // Latency: one sample per request (a multi-key get is one request).
+    let gets = sum(
+        &after,
+        "shoal_request_duration_seconds_count",
+        &["command=\"get\""],
+    ) - sum(
+        &before,
+        "shoal_request_duration_seconds_count",
+        &["command=\"get\""],
+    );
+    assert_eq!(gets, 4.0, "text get, mg, binary get, binary getq");
+    assert_eq!(
+        get(
+            &after,
+            "shoal_request_duration_seconds_bucket{command=\"get\",le=\"+Inf\"}"
+        ),
+        sum(
+            &after,
+            "shoal_request_duration_seconds_count",
+            &["command=\"get\""]
+        )
+    );
+    // Store figures.
+    assert_eq!(get(&after, "shoal_items"), 1.0);
+    assert_eq!(get(&after, "shoal_memory_limit_bytes"), (64 << 20) as f64);
+    assert!(get(&after, "shoal_memory_used_bytes") > 0.0);
+    assert_eq!(get(&after, "shoal_ready"), 1.0);
+    assert_eq!(get(&after, "shoal_cluster_members{state=\"ready\"}"), 1.0);
+    assert_eq!(get(&after, "shoal_ring_members"), 1.0);
+    assert!(get(&after, "shoal_connections") >= 1.0);
+    assert!(rose("shoal_bytes_read_total") > 0.0 && rose("shoal_bytes_written_total") > 0.0);
+}
+
+#[test]
+fn a_cluster_counts_each_client_request_once() {
+    let first = ClusterNode::start("m-0", &[]);
+    let nodes = [
+        ClusterNode::start("m-1", &[first.gossip]),
+        ClusterNode::start("m-2", &[first.gossip]),
+    ];
+    let nodes: Vec<&ClusterNode> = std::iter::once(&first).chain(nodes.iter()).collect();
+    wait_until("a 3-node ring everywhere", Duration::from_secs(20), || {
+        nodes.iter().all(|n| {
+            let s = n.cluster_stats();
+            s.get("ring_members").map(String::as_str) == Some("3")
+                && s.get("ready").map(String::as_str) == Some("1")
+        })
+    });
+    let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+    let mut set = String::new();
+    for k in &keys {
+        set.push_str(&format!("set {k} 0 0 1\r\nx\r\n"));
+    }
+    nodes[0].conn().text_str(&set);
+    let before: Vec<_> = nodes.iter().map(|n| scrape(n)).collect();
+    // 60 hits and 10 misses, all through node 0.
+    let misses: Vec<String> = (0..10).map(|i| format!("miss{i}")).collect();
+    let got = nodes[0]
+        .conn()
+        .text_str(&format!("get {} {}\r\n", keys.join(" "), misses.join(" ")));
+    assert_eq!(got.matches("VALUE").count(), 60);
+    let after: Vec<_> = nodes.iter().map(|n| scrape(n)).collect();
+    let rose = |name: &str, with: &[&str]| -> f64 {
+        after.iter().map(|s| sum(s, name, with)).sum::<f64>()
+            - before.iter().map(|s| sum(s, name, with)).sum::<f64>()
+    };
+    // Client requests: counted once, at node 0.
+    assert_eq!(
+        rose(
+            "shoal_requests_total",
+            &["command=\"get\"", "outcome=\"hit\""]
+        ),
+        60.0
+    );
+    assert_eq!(
+        rose(
+            "shoal_requests_total",
+            &["command=\"get\"", "outcome=\"miss\""]
+        ),
+        10.0
+    );
+    let at_node0 = sum(&after[0], "shoal_requests_total", &["command=\"get\""])
+        - sum(&before[0], "shoal_requests_total", &["command=\"get\""]);
+    assert_eq!(at_node0, 70.0);
+    // Store lookups: counted once, at each key's owner.
+    assert_eq!(rose("shoal_store_hits_total", &[]), 60.0);
+    assert_eq!(rose("shoal_store_misses_total", &[]), 10.0);
+    // Node 0 forwarded to both peers, and the peers did work for it.
+    assert!(sum(&after[0], "shoal_forwarded_total", &["peer=\"m-1\""]) > 0.0);
+    assert!(sum(&after[0], "shoal_forwarded_total", &["peer=\"m-2\""]) > 0.0);
+    assert!(
+        sum(
+            &after[0],
+            "shoal_forward_duration_seconds_count",
+            &["peer=\"m-1\""]
+        ) > 0.0
+    );
+    assert!(rose("shoal_peer_operations_total", &[]) > 0.0);
+    assert_eq!(sum(&after[0], "shoal_forward_errors_total", &[]), 0.0);
+}
+
+#[test]
+fn metrics_off_serves_no_page() {
+    let node = ClusterNode::with(
+        "quiet",
+        &[],
+        Settings {
+            metrics: false,
+            ..Settings::default()
+        },
+    );
+    assert_eq!(node.http_get("/metrics").0, 404);
+    assert_eq!(node.conn().text_str("set k 0 0 1\r\nx\r\n"), "STORED\r\n");
+}
