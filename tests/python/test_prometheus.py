@@ -686,6 +686,16 @@ def test_prometheus_counts_the_load(cluster, prom):
             want = f"VA {len(value)}\r\n".encode() + value + b"\r\n"
             assert srv._recv_until(meta, b"\r\n" + value + b"\r\n") == want
             expect3.get(2, k, len(value), single=True, protocol="meta")
+        # Commands that touch no key count too: text stats and version, and
+        # a binary stat.
+        meta.sendall(b"stats\r\n")
+        assert srv._recv_until(meta, b"END\r\n").startswith(b"STAT pid ")
+        meta.sendall(b"version\r\n")
+        assert srv._recv_until(meta, b"\r\n").startswith(b"VERSION ")
+        assert "pid" in binary.stats()[group.nodes[1].addr]
+        for command, protocol in (("stats", "text"), ("version", "text"), ("stats", "binary")):
+            expect3.requests[command, protocol, "ok"] += 1
+            expect3.latency[command] += 1
     finally:
         binary.disconnect_all()
         meta.close()
