@@ -63,7 +63,7 @@ fn counters_rise_by_exactly_what_a_client_did() {
 
     let mut c = node.conn();
     c.text(b"set a 0 0 1\r\n1\r\nset b 0 0 1\r\n2\r\nget a b nope\r\nincr nope 1\r\nbogus\r\n");
-    c.text(b"mg a v\r\nmd b\r\n");
+    c.text(b"mg a v\r\nmd b\r\nstats\r\nstats nosuch\r\n");
     // A binary get (hit) and a quiet miss, ended by the harness's noop.
     let mut batch = Packet::request(0x00, b"", b"a", b"", 1, 0);
     batch.extend(Packet::request(0x09, b"", b"zzz", b"", 2, 0));
@@ -80,6 +80,14 @@ fn counters_rise_by_exactly_what_a_client_did() {
     assert_eq!(rose(&requests("delete", "meta", "deleted")), 1.0);
     assert_eq!(rose(&requests("get", "binary", "hit")), 1.0);
     assert_eq!(rose(&requests("get", "binary", "miss")), 1.0);
+    assert_eq!(rose(&requests("stats", "text", "ok")), 1.0);
+    assert_eq!(rose(&requests("stats", "text", "error")), 1.0);
+    // Key families: `a` and `b` are application keys with no separator
+    // after their first segment, so `other`.
+    assert_eq!(
+        rose("shoal_key_family_requests_total{family=\"other\",outcome=\"stored\"}"),
+        2.0
+    );
     // The harness's own sentinels: text mn and binary noop.
     assert!(rose(&requests("noop", "meta", "ok")) >= 2.0);
     // Latency: one sample per request (a multi-key get is one request).
@@ -193,6 +201,9 @@ fn metrics_off_serves_no_page() {
             ..Settings::default()
         },
     );
+    wait_until("ready", Duration::from_secs(10), || {
+        node.http_get("/readyz").0 == 200
+    });
     assert_eq!(node.http_get("/metrics").0, 404);
     assert_eq!(node.conn().text_str("set k 0 0 1\r\nx\r\n"), "STORED\r\n");
 }

@@ -135,6 +135,17 @@ pub struct Config {
         value_parser = ["on", "off"]
     )]
     pub metrics: String,
+
+    /// Most application key families (key prefixes) labelled in the
+    /// metrics; keys of later ones count as `other`. Django's own families
+    /// (cache_page, sessions, template fragments…) are always labelled.
+    #[arg(
+        long = "key-family-cap",
+        env = "SHOAL_KEY_FAMILY_CAP",
+        default_value_t = 32,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1000)
+    )]
+    pub key_family_cap: usize,
 }
 
 impl Config {

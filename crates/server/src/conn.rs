@@ -224,7 +224,7 @@ fn process<'a>(
                     Plan::Refuse(error) => {
                         let response = Response::Error(error);
                         if let Some(m) = &node.metrics {
-                            m.answered(cmd, &request.reply, &response);
+                            m.answered(cmd, &request.reply, &response, None);
                         }
                         protocol::encode(&request.reply, &response, cur);
                         match request.command {
@@ -255,7 +255,7 @@ fn process<'a>(
                 let response = Response::Error(error);
                 if let Some(m) = &node.metrics {
                     tally.add(Cmd::Invalid);
-                    m.answered(Cmd::Invalid, &reply, &response);
+                    m.answered(Cmd::Invalid, &reply, &response, None);
                 }
                 protocol::encode(&reply, &response, cur);
                 pos += consumed;

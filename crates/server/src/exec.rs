@@ -38,7 +38,8 @@ pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> A
     let metrics = node.metrics.as_ref();
     let mut answer = |response: Response<'_>| {
         if let Some(m) = metrics {
-            m.answered(cmd, reply, &response);
+            // Local stores and hits count their key families themselves.
+            m.answered(cmd, reply, &response, None);
         }
         protocol::encode(reply, &response, out);
     };
@@ -57,7 +58,12 @@ pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> A
                     None => store.get(key),
                 };
                 match &found {
-                    Some(found) => answer(hit(key, found, now)),
+                    Some(found) => {
+                        if let Some(m) = metrics {
+                            m.local_hit(&found.item);
+                        }
+                        answer(hit(key, found, now));
+                    }
                     None => answer(Response::Miss { key }),
                 }
             }
@@ -79,9 +85,16 @@ pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> A
                 StoreMode::Append => store::Mode::Append,
                 StoreMode::Prepend => store::Mode::Prepend,
             };
+            // The key's family, worked out once and kept on the item.
+            let (family, tag) = metrics.map_or((0, 0), |m| m.classify_for_store(key));
             answer(
-                match store.store(mode, key, value, *flags, *exptime, *cas) {
-                    Ok(StoreOutcome::Stored { cas }) => Response::Stored { cas },
+                match store.store_tagged(mode, key, value, *flags, *exptime, *cas, tag) {
+                    Ok(StoreOutcome::Stored { cas }) => {
+                        if let Some(m) = metrics {
+                            m.stored(family, value.len());
+                        }
+                        Response::Stored { cas }
+                    }
                     Ok(StoreOutcome::NotStored) => Response::NotStored,
                     Ok(StoreOutcome::Exists) => Response::Exists,
                     Ok(StoreOutcome::NotFound) => Response::NotFound,

@@ -38,7 +38,7 @@ use store::Found;
 
 use crate::Node;
 use crate::exec::{self, After};
-use crate::metrics::Cmd;
+use crate::metrics::{Cmd, Metrics};
 use crate::router::{Owner, PeerStats, Remote, Table};
 
 /// The safety timer of one pass's forwarded answers.
@@ -61,6 +61,8 @@ pub(crate) enum Plan<'a> {
 pub(crate) struct Pending<'a> {
     reply: Reply<'a>,
     cmd: Cmd,
+    /// A storage command's key and value length (for its key family).
+    stored: Option<(&'a [u8], usize)>,
     kind: Kind<'a>,
 }
 
@@ -253,6 +255,13 @@ impl Pass {
     }
 }
 
+fn stored_of<'a>(request: &Request<'a>) -> Option<(&'a [u8], usize)> {
+    match request.command {
+        Command::Store { key, value, .. } => Some((key, value.len())),
+        _ => None,
+    }
+}
+
 fn not_ready() -> Error {
     Error::Unavailable("node not ready: not yet part of the cluster".into())
 }
@@ -279,6 +288,7 @@ pub(crate) fn plan<'a>(
                 Pending {
                     reply: request.reply.clone(),
                     cmd: Cmd::of(&request.command),
+                    stored: stored_of(request),
                     kind: Kind::One {
                         call: {
                             // The peer sees the gathered gets first.
@@ -424,6 +434,7 @@ pub(crate) fn plan<'a>(
                 Pending {
                     reply: request.reply.clone(),
                     cmd: Cmd::of(&request.command),
+                    stored: stored_of(request),
                     kind: Kind::Flush { calls },
                 },
                 After::Continue,
@@ -463,6 +474,7 @@ fn plan_get<'a>(
             Pending {
                 reply: request.reply.clone(),
                 cmd: Cmd::of(&request.command),
+                stored: None,
                 kind,
             },
             After::Continue,
@@ -538,10 +550,11 @@ impl Pending<'_> {
     ) {
         let reply = &self.reply;
         let cmd = self.cmd;
+        let stored = self.stored;
         let metrics = node.metrics.as_ref();
         let mut answer = |response: Response<'_>| {
             if let Some(m) = metrics {
-                m.answered(cmd, reply, &response);
+                m.answered(cmd, reply, &response, stored);
             }
             protocol::encode(reply, &response, out);
         };
@@ -555,7 +568,7 @@ impl Pending<'_> {
                     Some((c, pos)) => pass.items(c, node, net).await.get(pos),
                     None => None,
                 };
-                remote_item(&mut answer, key, item, debug);
+                remote_item(&mut answer, metrics, key, item, debug);
                 if !debug {
                     answer(Response::End);
                 }
@@ -595,11 +608,16 @@ impl Pending<'_> {
                             );
                             continue;
                         }
-                        Slot::Local(Some(found)) => exec::hit(key, found, now),
+                        Slot::Local(Some(found)) => {
+                            if let Some(m) = metrics {
+                                m.local_hit(&found.item);
+                            }
+                            exec::hit(key, found, now)
+                        }
                         Slot::Local(None) => Response::Miss { key },
                         Slot::Remote { call, pos } => {
                             let item = pass.items(*call, node, net).await.get(*pos);
-                            remote_item(&mut answer, key, item, debug);
+                            remote_item(&mut answer, metrics, key, item, debug);
                             continue;
                         }
                     };
@@ -625,6 +643,7 @@ fn got_items(result: Result<operation_result::Result, cluster::Error>) -> Vec<ap
 /// Answers one key of a get from the owner's item (`None`: a miss).
 fn remote_item(
     answer: &mut impl FnMut(Response<'_>),
+    metrics: Option<&Metrics>,
     key: &[u8],
     item: Option<&api::Item>,
     debug: bool,
@@ -639,15 +658,20 @@ fn remote_item(
             item.fetched,
             item.size as usize,
         ),
-        Some(item) if item.found => answer(Response::Hit(Hit {
-            key,
-            flags: item.flags,
-            cas: item.cas,
-            value: Value::Shared(item.value.clone()),
-            ttl: item.ttl,
-            last_access: item.last_access,
-            fetched: item.fetched,
-        })),
+        Some(item) if item.found => {
+            if let Some(m) = metrics {
+                m.remote_hit(key, item.value.len());
+            }
+            answer(Response::Hit(Hit {
+                key,
+                flags: item.flags,
+                cas: item.cas,
+                value: Value::Shared(item.value.clone()),
+                ttl: item.ttl,
+                last_access: item.last_access,
+                fetched: item.fetched,
+            }));
+        }
         _ => answer(Response::Miss { key }),
     }
 }

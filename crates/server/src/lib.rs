@@ -61,6 +61,9 @@ pub struct Settings {
     pub cluster: Option<ClusterSettings>,
     /// Keep Prometheus metrics (served on `/metrics`).
     pub metrics: bool,
+    /// Most application key families labelled in the metrics; later ones
+    /// count as `other`.
+    pub key_family_cap: usize,
 }
 
 /// How a node takes part in a cluster.
@@ -95,6 +98,7 @@ impl Default for Settings {
             drain_timeout: Duration::from_secs(5),
             cluster: None,
             metrics: true,
+            key_family_cap: 32,
         }
     }
 }
@@ -108,6 +112,7 @@ impl From<&Config> for Settings {
             disable_flush: c.disable_flush,
             threads: c.threads,
             metrics: c.metrics == "on",
+            key_family_cap: c.key_family_cap,
             ..Settings::default()
         }
     }
@@ -166,6 +171,7 @@ pub(crate) struct Node {
 impl Node {
     pub fn new(settings: Settings, membership: Option<Membership>) -> Self {
         let settings_metrics = settings.metrics;
+        let family_cap = settings.key_family_cap;
         let config = store::Config {
             memory_limit: settings.memory_limit,
             max_item_size: settings.max_item_size,
@@ -200,7 +206,7 @@ impl Node {
             started: Instant::now(),
             warned_auth_off: AtomicBool::new(false),
             router,
-            metrics: settings_metrics.then(metrics::Metrics::new),
+            metrics: settings_metrics.then(|| metrics::Metrics::new(family_cap)),
         }
     }
 

@@ -28,6 +28,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use protocol::{ArithOp, Command, Reply, Response, StoreMode};
+use telemetry::Families;
 
 use crate::Node;
 use crate::router::PeerStats;
@@ -276,11 +277,21 @@ pub(crate) struct Metrics {
     /// `shoal_request_duration_seconds` by command.
     durations: Box<[Buckets]>,
     clock: quanta::Clock,
+    /// Key families (see the `telemetry` crate for the rule) and, per
+    /// family id, hits, misses and stores, and value bytes.
+    families: Families,
+    family_counts: Box<[[AtomicU64; 3]]>,
+    family_bytes: Box<[AtomicU64]>,
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    /// Metrics with at most `family_cap` application key families (every
+    /// other application key counts as `other`).
+    pub fn new(family_cap: usize) -> Metrics {
         let recorder = PrometheusBuilder::new().build_recorder();
+        let families = Families::new(family_cap);
+        // Every id the registry can hand out: the built-in ones and the cap.
+        let ids = families.len() + family_cap;
         let handle = recorder.handle();
         let metrics = Metrics {
             recorder,
@@ -290,6 +301,9 @@ impl Metrics {
                 .collect(),
             durations: (0..CMDS).map(|_| Buckets::default()).collect(),
             clock: quanta::Clock::new(),
+            families,
+            family_counts: (0..ids).map(|_| Default::default()).collect(),
+            family_bytes: (0..ids).map(|_| AtomicU64::new(0)).collect(),
         };
         metrics.describe();
         metrics
@@ -411,14 +425,89 @@ impl Metrics {
 
     /// Counts one answer of a request (nothing for the parts of an answer
     /// that are not one, like a get's `END`).
+    ///
+    /// `stored` is the key and value length of a storage command, for its
+    /// key family; gets' keys come with their answers.
     #[inline]
-    pub fn answered(&self, cmd: Cmd, reply: &Reply<'_>, response: &Response<'_>) {
-        let Some(outcome) = Outcome::of(response) else {
-            return;
+    pub fn answered(
+        &self,
+        cmd: Cmd,
+        reply: &Reply<'_>,
+        response: &Response<'_>,
+        stored: Option<(&[u8], usize)>,
+    ) {
+        let outcome = match (Outcome::of(response), cmd, response) {
+            (Some(outcome), _, _) => outcome,
+            // A stats answer is its lines and `END`: one request, counted at
+            // the end.
+            (None, Cmd::Stats, Response::End) => Outcome::Ok,
+            (None, _, _) => return,
         };
         let proto = Proto::of(reply);
         let i = (cmd as usize * PROTOS + proto as usize) * OUTCOMES + outcome as usize;
         self.requests[i].fetch_add(1, Ordering::Relaxed);
+        // Hits are counted by `hit`, which may know the family already.
+        match response {
+            Response::Miss { key } => self.family(key, FAMILY_MISS, 0),
+            Response::Stored { .. } => {
+                if let Some((key, len)) = stored {
+                    self.family(key, FAMILY_STORED, len);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// A hit on `item` for a client, by its key family: worked out from
+    /// the key once and kept in the item's tag, so a hit rarely classifies.
+    #[inline]
+    pub fn local_hit(&self, item: &store::Item) {
+        let id = match item.tag() {
+            0 => {
+                let id = self.families.classify(item.key()).index();
+                if let Ok(tag) = u8::try_from(id + 1) {
+                    item.set_tag(tag);
+                }
+                id
+            }
+            tag => usize::from(tag) - 1,
+        };
+        self.count_family(id, FAMILY_HIT, item.value().len());
+    }
+
+    /// The tag a new item for `key` gets ([`Metrics::local_hit`] reads it
+    /// back), and the family counted as stored: one classification per
+    /// store. 0 when the family does not fit a tag.
+    pub fn classify_for_store(&self, key: &[u8]) -> (usize, u8) {
+        let id = self.families.classify(key).index();
+        (id, u8::try_from(id + 1).unwrap_or(0))
+    }
+
+    /// A store of `len` value bytes for a key of family `id`.
+    pub fn stored(&self, id: usize, len: usize) {
+        self.count_family(id, FAMILY_STORED, len);
+    }
+
+    /// A hit answered by a peer (whose store keeps its own families).
+    pub fn remote_hit(&self, key: &[u8], value_len: usize) {
+        self.family(key, FAMILY_HIT, value_len);
+    }
+
+    #[inline]
+    fn family(&self, key: &[u8], outcome: usize, bytes: usize) {
+        let id = self.families.classify(key).index();
+        self.count_family(id, outcome, bytes);
+    }
+
+    #[inline]
+    fn count_family(&self, id: usize, outcome: usize, bytes: usize) {
+        if let (Some(counts), Some(total)) = (self.family_counts.get(id), self.family_bytes.get(id))
+        {
+            counts[outcome].fetch_add(1, Ordering::Relaxed);
+            if bytes > 0 {
+                total.fetch_add(bytes as u64, Ordering::Relaxed);
+            }
+        }
     }
 
     /// One pass over a connection's buffer, begun at `started` (from
@@ -507,6 +596,28 @@ impl Metrics {
             )
             .absolute(n);
         }
+        for (id, name) in self.families.iter() {
+            let i = id.index();
+            let (Some(counts), Some(bytes)) = (self.family_counts.get(i), self.family_bytes.get(i))
+            else {
+                continue;
+            };
+            for (outcome, label) in FAMILY_OUTCOMES.iter().enumerate() {
+                self.counter(
+                    "shoal_key_family_requests_total",
+                    vec![
+                        Label::new("family", name.to_owned()),
+                        Label::new("outcome", *label),
+                    ],
+                )
+                .absolute(counts[outcome].load(Ordering::Relaxed));
+            }
+            self.counter(
+                "shoal_key_family_bytes_total",
+                vec![Label::new("family", name.to_owned())],
+            )
+            .absolute(bytes.load(Ordering::Relaxed));
+        }
         let c = &node.counters;
         let s = node.store.stats();
         let counter = |name, v: u64| self.counter(name, Vec::new()).absolute(v);
@@ -581,6 +692,11 @@ impl Metrics {
         }
     }
 }
+
+const FAMILY_HIT: usize = 0;
+const FAMILY_MISS: usize = 1;
+const FAMILY_STORED: usize = 2;
+const FAMILY_OUTCOMES: [&str; 3] = ["hit", "miss", "stored"];
 
 /// A label value as Prometheus' text format wants it.
 fn escape_label(v: &str) -> String {

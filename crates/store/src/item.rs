@@ -11,7 +11,7 @@
 //!        24  last_access  AtomicU32   unix seconds of the last access
 //!        28  key_len      u16
 //!        30  state        AtomicU8    bit 0: fetched
-//!        31  (spare)
+//!        31  tag          AtomicU8    the server's note on the item (0 = none)
 //!        32  key bytes, then value bytes
 //! ```
 //!
@@ -70,7 +70,7 @@ struct Header {
     last_access: AtomicU32,
     key_len: u16,
     state: AtomicU8,
-    _spare: u8,
+    tag: AtomicU8,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == HEADER_LEN);
@@ -139,7 +139,7 @@ impl Item {
                 last_access: AtomicU32::new(now),
                 key_len,
                 state: AtomicU8::new(0),
-                _spare: 0,
+                tag: AtomicU8::new(0),
             });
             let mut dst = raw.add(HEADER_LEN);
             ptr::copy_nonoverlapping(key.as_ptr(), dst, key.len());
@@ -281,6 +281,19 @@ impl Item {
     pub(crate) fn set_fetched(&self) {
         let state = &self.header().state;
         state.store(state.load(Ordering::Relaxed) | FETCHED, Ordering::Relaxed);
+    }
+
+    /// A byte the server may keep on the item (0 until set): e.g. a
+    /// classification of the key worked out once and reused on every hit.
+    /// The store never reads it; it is not part of the item's value.
+    pub fn tag(&self) -> u8 {
+        self.header().tag.load(Ordering::Relaxed)
+    }
+
+    /// Sets [`Item::tag`]. Any handle may: writers racing on one item write
+    /// the same value for the same key, and a reader sees the old or the new.
+    pub fn set_tag(&self, tag: u8) {
+        self.header().tag.store(tag, Ordering::Relaxed);
     }
 }
 

@@ -481,6 +481,22 @@ impl Store {
         exptime: i64,
         cas: u64,
     ) -> Result<StoreOutcome, Error> {
+        self.store_tagged(mode, key, value, flags, exptime, cas, 0)
+    }
+
+    /// [`Store::store`], with the new item's [`Item::tag`] set to `tag`
+    /// (the server's classification of the key, so hits need not redo it).
+    #[allow(clippy::too_many_arguments)]
+    pub fn store_tagged(
+        &self,
+        mode: Mode,
+        key: &[u8],
+        value: &[u8],
+        flags: u32,
+        exptime: i64,
+        cas: u64,
+        tag: u8,
+    ) -> Result<StoreOutcome, Error> {
         let hash = self.hash(key);
         if Self::item_size_with_flags(key.len(), value.len(), flags) > self.config.max_item_size
             || key.len() > MAX_KEY_LEN
@@ -493,10 +509,10 @@ impl Store {
         }
         let now = self.now();
         match mode {
-            Mode::Append | Mode::Prepend => Ok(self.concat(mode, hash, key, value, cas, now)),
+            Mode::Append | Mode::Prepend => Ok(self.concat(mode, hash, key, value, cas, now, tag)),
             Mode::Set | Mode::Add | Mode::Replace => {
                 let expiry = expiry_time(exptime, now);
-                let result = self.store_whole(mode, hash, key, value, flags, expiry, cas, now);
+                let result = self.store_whole(mode, hash, key, value, flags, expiry, cas, now, tag);
                 if mode == Mode::Set && result == Err(Error::OutOfMemory) {
                     self.remove_hashed(hash, key);
                 }
@@ -516,6 +532,7 @@ impl Store {
         expiry: Expiry,
         cas: u64,
         now: u32,
+        tag: u8,
     ) -> Result<StoreOutcome, Error> {
         let new_cas = self.next_cas();
         // Built before taking the lock: the copy of a large value does not
@@ -523,6 +540,7 @@ impl Store {
         let mut item = match expiry.field() {
             Some(exptime) => Some(
                 item::Item::build(key, &[value], 0, flags, exptime, new_cas, now)
+                    .inspect(|item| item.set_tag(tag))
                     .ok_or(Error::OutOfMemory)?,
             ),
             None => None,
@@ -621,6 +639,7 @@ impl Store {
 
     /// append/prepend: the new item is built under the lock, from the old
     /// value, keeping its flags and exptime.
+    #[allow(clippy::too_many_arguments)]
     fn concat(
         &self,
         mode: Mode,
@@ -629,6 +648,7 @@ impl Store {
         data: &[u8],
         cas: u64,
         now: u32,
+        tag: u8,
     ) -> StoreOutcome {
         let index = self.shard_index(hash);
         let mut reserved = 0;
@@ -661,6 +681,7 @@ impl Store {
                 None
             } else {
                 item::Item::build(key, &parts, 0, flags, old.exptime(), self.next_cas(), now)
+                    .inspect(|item| item.set_tag(tag))
             };
             let Some(new_item) = new_item else {
                 drop(shard);
