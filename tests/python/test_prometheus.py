@@ -15,8 +15,9 @@ alert rules and Grafana dashboard checked against what the nodes export.
 - `test_rules_and_dashboard_use_exported_names`: every `shoal_*` name in
   alerts.yml and deploy/grafana/shoal.json is exported by every node, every
   dashboard query runs, and every rule evaluates without error.
-- `test_promtool_checks_rules_and_config`: `promtool check rules` and
-  `promtool check config` pass on deploy/prometheus/.
+- `test_promtool_checks_rules_and_config`: `promtool check rules`,
+  `promtool test rules` (alerts_test.yml: every alert fires on its
+  scenario) and `promtool check config` pass on deploy/prometheus/.
 - `test_dashboard_is_portable`: the dashboard takes its data source from the
   `DS_PROMETHEUS` variable and every query follows `$job` and `$instance`.
 
@@ -53,6 +54,7 @@ import servers as srv
 from servers import HOST, REPO
 
 ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
+ALERTS_TEST = REPO / "deploy" / "prometheus" / "alerts_test.yml"
 PROM_CONFIGS = [REPO / "deploy" / "prometheus" / "prometheus.yml"]
 DASHBOARD = REPO / "deploy" / "grafana" / "shoal.json"
 
@@ -1043,6 +1045,10 @@ def test_promtool_checks_rules_and_config():
     out = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True,
                          text=True, timeout=60)
     assert out.returncode == 0, f"promtool check rules {ALERTS}:\n{out.stdout}{out.stderr}"
+    # Each alert fires on a synthetic scenario, and not before its `for:`.
+    out = subprocess.run([promtool, "test", "rules", ALERTS_TEST.name], capture_output=True,
+                         text=True, timeout=120, cwd=ALERTS_TEST.parent)
+    assert out.returncode == 0, f"promtool test rules {ALERTS_TEST}:\n{out.stdout}{out.stderr}"
     for cfg in PROM_CONFIGS:
         out = subprocess.run([promtool, "check", "config", cfg.name], capture_output=True,
                              text=True, timeout=60, cwd=cfg.parent)
