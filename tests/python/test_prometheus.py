@@ -68,7 +68,9 @@ DJANGO_FAMILIES = ("django:cache_page", "django:cache_header", "django:template_
                    "django:session", "django:session_cached_db")
 COMMANDS = {"get", "gat", "set", "add", "replace", "append", "prepend", "cas", "delete", "incr",
             "decr", "touch", "flush_all", "stats", "version", "noop", "verbosity", "quit",
-            "auth", "debug"}
+            "auth", "debug",
+            # a request that did not decode (an unknown command, a bad line)
+            "invalid"}
 PROTOCOLS = {"text", "meta", "binary"}
 OUTCOMES = {"hit", "miss", "stored", "not_stored", "exists", "not_found", "deleted",
             "touched", "ok", "error"}
