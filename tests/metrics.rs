@@ -207,3 +207,50 @@ fn metrics_off_serves_no_page() {
     assert_eq!(node.http_get("/metrics").0, 404);
     assert_eq!(node.conn().text_str("set k 0 0 1\r\nx\r\n"), "STORED\r\n");
 }
+
+#[test]
+fn hot_keys_show_the_most_requested_and_the_most_missed() {
+    let node = ClusterNode::start("hot", &[]);
+    wait_until("ready", Duration::from_secs(10), || {
+        node.http_get("/readyz").0 == 200
+    });
+    let mut c = node.conn();
+    c.text(b"set hot 0 0 1\r\nx\r\n");
+    // 6400 gets of `hot`, 6400 of the missing `cold`, a few of others.
+    for _ in 0..64 {
+        let mut batch = Vec::new();
+        for i in 0..100 {
+            batch.extend_from_slice(b"get hot cold\r\n");
+            batch.extend_from_slice(format!("get other{i}\r\n").as_bytes());
+        }
+        c.text(&batch);
+    }
+    let stats = c.text_str("stats hotkeys\r\n");
+    let line = |name: &str| {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("STAT {name} ")))
+            .unwrap_or_else(|| panic!("no {name} in {stats}"))
+            .to_owned()
+    };
+    // Sampled one get in 64, scaled back: a loose band around 6400.
+    let check = |value: String, key: &str| {
+        let (count, got) = value.split_once(' ').unwrap();
+        assert_eq!(got, key, "{stats}");
+        let count: u64 = count.parse().unwrap();
+        assert!((2000..=12000).contains(&count), "{key}: {count}");
+    };
+    let first_two = [line("requested:1"), line("requested:2")];
+    assert!(
+        first_two.iter().any(|l| l.ends_with(" hot"))
+            && first_two.iter().any(|l| l.ends_with(" cold")),
+        "{stats}"
+    );
+    check(line("missed:1"), "cold");
+    let (status, json) = node.http_get("/hotkeys");
+    assert_eq!(status, 200);
+    assert!(
+        json.starts_with(r#"{"requested":[{"key":"#) && json.contains(r#""missed":[{"key":"cold""#),
+        "{json}"
+    );
+}

@@ -146,6 +146,28 @@ pub struct Config {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1000)
     )]
     pub key_family_cap: usize,
+
+    /// How `stats hotkeys` and `/hotkeys` show keys: `plain`, `hash` (a
+    /// keyed hash, new secret at each start) or `truncate:N` (the first N
+    /// characters).
+    #[arg(
+        long = "hot-key-privacy",
+        env = "SHOAL_HOT_KEY_PRIVACY",
+        default_value = "plain",
+        value_parser = parse_privacy
+    )]
+    pub hot_key_privacy: telemetry::Privacy,
+}
+
+fn parse_privacy(s: &str) -> Result<telemetry::Privacy, String> {
+    match s {
+        "plain" => Ok(telemetry::Privacy::Plain),
+        "hash" => Ok(telemetry::Privacy::Hash(telemetry::HashKey::random())),
+        _ => match s.strip_prefix("truncate:").map(str::parse::<usize>) {
+            Some(Ok(n)) => Ok(telemetry::Privacy::Truncate(n)),
+            _ => Err(format!("expected plain, hash or truncate:N, got {s:?}")),
+        },
+    }
 }
 
 impl Config {

@@ -7,6 +7,7 @@
 //!   always ready.
 //! - `GET /cluster`: this node's view of the cluster as JSON.
 //! - `GET /metrics`: Prometheus text format (see `metrics`).
+//! - `GET /hotkeys`: the most requested and most missed keys, as JSON.
 //!
 //! HTTP/1.1 only, one small task per connection, no keep-alive limits
 //! beyond hyper's own; nothing here touches the store.
@@ -86,6 +87,37 @@ fn answer(node: &Node, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                     CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
                 );
+                response
+            }
+            None => text(StatusCode::NOT_FOUND, "metrics are off (--metrics off)\n"),
+        },
+        "/hotkeys" => match &node.metrics {
+            Some(metrics) => {
+                let (requested, missed) = metrics.hot_keys();
+                let mut j = String::from("{");
+                for (i, (what, list)) in [("requested", requested), ("missed", missed)]
+                    .iter()
+                    .enumerate()
+                {
+                    if i > 0 {
+                        j.push(',');
+                    }
+                    let _ = write!(j, "\"{what}\":[");
+                    for (n, hot) in list.iter().enumerate() {
+                        if n > 0 {
+                            j.push(',');
+                        }
+                        j.push_str("{\"key\":");
+                        json_str(&mut j, &hot.key);
+                        let _ = write!(j, ",\"count\":{},\"error\":{}}}", hot.count, hot.error);
+                    }
+                    j.push(']');
+                }
+                j.push('}');
+                let mut response = Response::new(Full::new(Bytes::from(j)));
+                response
+                    .headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
                 response
             }
             None => text(StatusCode::NOT_FOUND, "metrics are off (--metrics off)\n"),

@@ -64,6 +64,8 @@ pub struct Settings {
     /// Most application key families labelled in the metrics; later ones
     /// count as `other`.
     pub key_family_cap: usize,
+    /// How hot keys are shown (`stats hotkeys`, `/hotkeys`).
+    pub hot_key_privacy: telemetry::Privacy,
 }
 
 /// How a node takes part in a cluster.
@@ -99,6 +101,7 @@ impl Default for Settings {
             cluster: None,
             metrics: true,
             key_family_cap: 32,
+            hot_key_privacy: telemetry::Privacy::Plain,
         }
     }
 }
@@ -113,6 +116,7 @@ impl From<&Config> for Settings {
             threads: c.threads,
             metrics: c.metrics == "on",
             key_family_cap: c.key_family_cap,
+            hot_key_privacy: c.hot_key_privacy.clone(),
             ..Settings::default()
         }
     }
@@ -172,6 +176,7 @@ impl Node {
     pub fn new(settings: Settings, membership: Option<Membership>) -> Self {
         let settings_metrics = settings.metrics;
         let family_cap = settings.key_family_cap;
+        let privacy = settings.hot_key_privacy.clone();
         let config = store::Config {
             memory_limit: settings.memory_limit,
             max_item_size: settings.max_item_size,
@@ -206,7 +211,7 @@ impl Node {
             started: Instant::now(),
             warned_auth_off: AtomicBool::new(false),
             router,
-            metrics: settings_metrics.then(|| metrics::Metrics::new(family_cap)),
+            metrics: settings_metrics.then(|| metrics::Metrics::new(family_cap, privacy.clone())),
         }
     }
 

@@ -28,7 +28,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use protocol::{ArithOp, Command, Reply, Response, StoreMode};
-use telemetry::Families;
+use telemetry::{Families, Privacy, TopK, TopKConfig};
 
 use crate::Node;
 use crate::router::PeerStats;
@@ -282,12 +282,55 @@ pub(crate) struct Metrics {
     families: Families,
     family_counts: Box<[[AtomicU64; 3]]>,
     family_bytes: Box<[AtomicU64]>,
+    /// Approximate top keys requested and missed (gets, per key), fed one
+    /// key in [`HOT_SAMPLE`].
+    hot_requested: TopK,
+    hot_missed: TopK,
+    privacy: Privacy,
+}
+
+/// Hot keys are sampled one get in this many (a thread-local xorshift draw,
+/// a few instructions), so the sketch's ~360 instructions per record cost
+/// about 6 per get; reported counts are scaled back up.
+const HOT_SAMPLE: u64 = 64;
+
+/// How many hot keys `stats hotkeys` and `/hotkeys` list.
+pub(crate) const HOT_KEYS: usize = 10;
+
+thread_local! {
+    static DRAW: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// True one time in [`HOT_SAMPLE`], at random (xorshift64 per thread,
+/// seeded from the thread's own address on first use).
+#[inline]
+fn sample() -> bool {
+    DRAW.with(|d| {
+        let mut x = d.get();
+        if x == 0 {
+            x = (d as *const _ as u64) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        d.set(x);
+        x % HOT_SAMPLE == 0
+    })
+}
+
+/// One hot key as reported: the key (as the privacy setting shows it), its
+/// estimated count, and how much that estimate may exceed the truth.
+#[derive(Debug, Clone)]
+pub(crate) struct Hot {
+    pub key: String,
+    pub count: u64,
+    pub error: u64,
 }
 
 impl Metrics {
     /// Metrics with at most `family_cap` application key families (every
     /// other application key counts as `other`).
-    pub fn new(family_cap: usize) -> Metrics {
+    pub fn new(family_cap: usize, privacy: Privacy) -> Metrics {
         let recorder = PrometheusBuilder::new().build_recorder();
         let families = Families::new(family_cap);
         // Every id the registry can hand out: the built-in ones and the cap.
@@ -304,6 +347,9 @@ impl Metrics {
             families,
             family_counts: (0..ids).map(|_| Default::default()).collect(),
             family_bytes: (0..ids).map(|_| AtomicU64::new(0)).collect(),
+            hot_requested: TopK::with_config(hot_config()),
+            hot_missed: TopK::with_config(hot_config()),
+            privacy,
         };
         metrics.describe();
         metrics
@@ -446,9 +492,17 @@ impl Metrics {
         let proto = Proto::of(reply);
         let i = (cmd as usize * PROTOS + proto as usize) * OUTCOMES + outcome as usize;
         self.requests[i].fetch_add(1, Ordering::Relaxed);
-        // Hits are counted by `hit`, which may know the family already.
+        // Hits' families are counted by `local_hit`/`remote_hit`, which may
+        // know the family already.
         match response {
-            Response::Miss { key } => self.family(key, FAMILY_MISS, 0),
+            Response::Hit(hit) if sample() => self.hot_requested.record(hit.key),
+            Response::Miss { key } => {
+                self.family(key, FAMILY_MISS, 0);
+                if sample() {
+                    self.hot_requested.record(key);
+                    self.hot_missed.record(key);
+                }
+            }
             Response::Stored { .. } => {
                 if let Some((key, len)) = stored {
                     self.family(key, FAMILY_STORED, len);
@@ -486,6 +540,22 @@ impl Metrics {
     /// A store of `len` value bytes for a key of family `id`.
     pub fn stored(&self, id: usize, len: usize) {
         self.count_family(id, FAMILY_STORED, len);
+    }
+
+    /// The most requested and the most missed keys (estimates, scaled for
+    /// the sampling), as the privacy setting shows them.
+    pub fn hot_keys(&self) -> (Vec<Hot>, Vec<Hot>) {
+        let report = |top: &TopK| {
+            top.report(HOT_KEYS, &self.privacy)
+                .into_iter()
+                .map(|h| Hot {
+                    key: h.key,
+                    count: h.count * HOT_SAMPLE,
+                    error: h.error * HOT_SAMPLE,
+                })
+                .collect()
+        };
+        (report(&self.hot_requested), report(&self.hot_missed))
     }
 
     /// A hit answered by a peer (whose store keeps its own families).
@@ -690,6 +760,13 @@ impl Metrics {
             self.counter("shoal_forward_errors_total", peer())
                 .absolute(stats.errors.load(Ordering::Relaxed));
         }
+    }
+}
+
+fn hot_config() -> TopKConfig {
+    TopKConfig {
+        k: HOT_KEYS,
+        ..TopKConfig::default()
     }
 }
 

@@ -17,6 +17,7 @@ pub(crate) fn group(node: &Node, group: &[u8]) -> Option<Vec<(String, String)>> 
         Some(b"items") => items(node, &mut lines),
         Some(b"slabs") => slabs(node, &mut lines),
         Some(b"cluster") => cluster(node, &mut lines),
+        Some(b"hotkeys") => hotkeys(node, &mut lines),
         Some(_) => return None,
     }
     Some(lines.0)
@@ -105,6 +106,24 @@ fn general(node: &Node, out: &mut Lines) {
         }
         out.add("cluster_forwarded", forwarded);
         out.add("cluster_forward_errors", errors);
+    }
+}
+
+/// `stats hotkeys`: the most requested and the most missed keys at this
+/// node (gets by clients of this node; estimates, sampled): `requested:N`
+/// and `missed:N` with `<count> <key>`. Nothing when metrics are off.
+fn hotkeys(node: &Node, out: &mut Lines) {
+    let Some(metrics) = &node.metrics else {
+        return;
+    };
+    let (requested, missed) = metrics.hot_keys();
+    for (what, list) in [("requested", requested), ("missed", missed)] {
+        for (rank, hot) in list.iter().enumerate() {
+            out.add(
+                format!("{what}:{}", rank + 1),
+                format!("{} {}", hot.count, hot.key),
+            );
+        }
     }
 }
 
