@@ -128,48 +128,14 @@ pub fn escape(key: &[u8]) -> String {
     out
 }
 
-/// SipHash-2-4 (Aumasson and Bernstein, 2012), 64-bit output. std's keyed
-/// SipHash is unstable (`SipHasher13`) or deprecated, and its `RandomState`
-/// cannot be given a chosen secret, so the twenty lines live here.
+/// SipHash-2-4 (Aumasson and Bernstein, 2012), 64-bit output, keyed: the
+/// `siphasher` crate the ring's hash already comes with (std's keyed SipHash
+/// is unstable or deprecated). One `write` of the raw bytes.
 fn siphash24(k0: u64, k1: u64, data: &[u8]) -> u64 {
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-    let mut compress = |m: u64| {
-        v[3] ^= m;
-        round(&mut v);
-        round(&mut v);
-        v[0] ^= m;
-    };
-    let mut chunks = data.chunks_exact(8);
-    for chunk in &mut chunks {
-        compress(u64::from_le_bytes(chunk.try_into().expect("8 bytes")));
-    }
-    let mut last = [0u8; 8];
-    let tail = chunks.remainder();
-    last[..tail.len()].copy_from_slice(tail);
-    last[7] = data.len() as u8;
-    compress(u64::from_le_bytes(last));
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+    use std::hash::Hasher;
+    let mut hasher = siphasher::sip::SipHasher24::new_with_keys(k0, k1);
+    hasher.write(data);
+    hasher.finish()
 }
 
 #[cfg(test)]
