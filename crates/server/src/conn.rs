@@ -17,7 +17,7 @@ use tracing::debug;
 use crate::Node;
 use crate::exec::{self, After};
 use crate::forward::{self, Pass, Pending, Plan};
-use crate::metrics::{Cmd, Tally};
+use crate::metrics::{self, Cmd, Tally};
 use crate::router::Table;
 
 /// Read buffer size for an idle connection, and the least spare room offered
@@ -190,6 +190,7 @@ fn process<'a>(
         pass,
         tally,
     } = passed;
+    let metrics = node.metrics.as_ref();
     let mut pos = 0;
     let mut waiting_len = 0;
     let next = loop {
@@ -216,17 +217,14 @@ fn process<'a>(
                 let cmd = Cmd::of(&request.command);
                 tally.add(cmd);
                 let plan = match table {
-                    Some(table) => forward::plan(node, table, pass, &request),
+                    Some(table) => forward::plan(node, table, pass, cmd, &request),
                     None => Plan::Local,
                 };
                 let after = match plan {
-                    Plan::Local => exec::execute(node, &request, cur),
+                    Plan::Local => exec::execute(node, cmd, &request, cur),
                     Plan::Refuse(error) => {
                         let response = Response::Error(error);
-                        if let Some(m) = &node.metrics {
-                            m.answered(cmd, &request.reply, &response, None);
-                        }
-                        protocol::encode(&request.reply, &response, cur);
+                        metrics::encode(metrics, cmd, &request.reply, &response, None, cur);
                         match request.command {
                             Command::TooLarge { swallow, .. } => After::Swallow(swallow),
                             _ => After::Continue,
@@ -252,12 +250,9 @@ fn process<'a>(
                 consumed,
                 close,
             } => {
+                tally.add(Cmd::Invalid);
                 let response = Response::Error(error);
-                if let Some(m) = &node.metrics {
-                    tally.add(Cmd::Invalid);
-                    m.answered(Cmd::Invalid, &reply, &response, None);
-                }
-                protocol::encode(&reply, &response, cur);
+                metrics::encode(metrics, Cmd::Invalid, &reply, &response, None, cur);
                 pos += consumed;
                 if close {
                     break Next::Close;

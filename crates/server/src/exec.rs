@@ -13,7 +13,7 @@ use store::{ArithOutcome, DeleteOutcome, Found, StoreOutcome};
 use tracing::warn;
 
 use crate::Node;
-use crate::metrics::Cmd;
+use crate::metrics::{self, Cmd};
 
 /// What the connection does after a request was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,17 +32,13 @@ pub(crate) const VERSION: &str = concat!("1.6.18-shoal-", env!("CARGO_PKG_VERSIO
 /// The only SASL mechanism offered.
 const SASL_MECHS: &str = "PLAIN";
 
-pub(crate) fn execute(node: &Node, request: &Request<'_>, out: &mut OutBuf) -> After {
+/// Answers `request` (whose metrics label is `cmd`) into `out`.
+pub(crate) fn execute(node: &Node, cmd: Cmd, request: &Request<'_>, out: &mut OutBuf) -> After {
     let reply = &request.reply;
-    let cmd = Cmd::of(&request.command);
     let metrics = node.metrics.as_ref();
-    let mut answer = |response: Response<'_>| {
-        if let Some(m) = metrics {
-            // Local stores and hits count their key families themselves.
-            m.answered(cmd, reply, &response, None);
-        }
-        protocol::encode(reply, &response, out);
-    };
+    // Local stores and hits count their key families themselves.
+    let mut answer =
+        |response: Response<'_>| metrics::encode(metrics, cmd, reply, &response, None, out);
     let store = &node.store;
     let counters = &node.counters;
     match &request.command {

@@ -276,6 +276,7 @@ pub(crate) fn plan<'a>(
     node: &Node,
     table: &Table,
     pass: &mut Pass,
+    cmd: Cmd,
     request: &Request<'a>,
 ) -> Plan<'a> {
     let counters = &node.counters;
@@ -287,7 +288,7 @@ pub(crate) fn plan<'a>(
             Owner::Remote(i) => Plan::Forward(
                 Pending {
                     reply: request.reply.clone(),
-                    cmd: Cmd::of(&request.command),
+                    cmd,
                     stored: stored_of(request),
                     kind: Kind::One {
                         call: {
@@ -304,9 +305,11 @@ pub(crate) fn plan<'a>(
     };
     let bytes = Bytes::copy_from_slice;
     match &request.command {
-        Command::Get { keys, touch } => plan_get(node, table, pass, request, *keys, *touch, false),
+        Command::Get { keys, touch } => {
+            plan_get(node, table, pass, cmd, request, *keys, *touch, false)
+        }
         Command::MetaDebug { key } => {
-            plan_get(node, table, pass, request, Keys::One(key), None, true)
+            plan_get(node, table, pass, cmd, request, Keys::One(key), None, true)
         }
         &Command::Store {
             mode,
@@ -433,7 +436,7 @@ pub(crate) fn plan<'a>(
             Plan::Forward(
                 Pending {
                     reply: request.reply.clone(),
-                    cmd: Cmd::of(&request.command),
+                    cmd,
                     stored: stored_of(request),
                     kind: Kind::Flush { calls },
                 },
@@ -451,10 +454,12 @@ pub(crate) fn plan<'a>(
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn plan_get<'a>(
     node: &Node,
     table: &Table,
     pass: &mut Pass,
+    cmd: Cmd,
     request: &Request<'a>,
     keys: Keys<'a>,
     touch: Option<i64>,
@@ -473,7 +478,7 @@ fn plan_get<'a>(
         Plan::Forward(
             Pending {
                 reply: request.reply.clone(),
-                cmd: Cmd::of(&request.command),
+                cmd,
                 stored: None,
                 kind,
             },
@@ -553,10 +558,7 @@ impl Pending<'_> {
         let stored = self.stored;
         let metrics = node.metrics.as_ref();
         let mut answer = |response: Response<'_>| {
-            if let Some(m) = metrics {
-                m.answered(cmd, reply, &response, stored);
-            }
-            protocol::encode(reply, &response, out);
+            crate::metrics::encode(metrics, cmd, reply, &response, stored, out)
         };
         match self.kind {
             Kind::One { call, what } => {

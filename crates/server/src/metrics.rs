@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-use protocol::{ArithOp, Command, Reply, Response, StoreMode};
+use protocol::{ArithOp, Command, OutBuf, Reply, Response, StoreMode};
 use telemetry::{Families, Privacy, TopK, TopKConfig};
 
 use crate::Node;
@@ -225,6 +225,24 @@ const LATENCY_BUCKETS_NS: [u64; 16] = [
     1_000_000_000,
     2_500_000_000,
 ];
+
+/// Encodes `response` as `reply` frames it, counting it first when metrics
+/// are on: the one way an answer leaves (`stored` as for
+/// [`Metrics::answered`]).
+#[inline]
+pub(crate) fn encode(
+    metrics: Option<&Metrics>,
+    cmd: Cmd,
+    reply: &Reply<'_>,
+    response: &Response<'_>,
+    stored: Option<(&[u8], usize)>,
+    out: &mut OutBuf,
+) {
+    if let Some(m) = metrics {
+        m.answered(cmd, reply, response, stored);
+    }
+    protocol::encode(reply, response, out);
+}
 
 /// A latency histogram in fixed buckets: a few relaxed atomic adds per
 /// sample, rendered in Prometheus' histogram format at scrape time.
