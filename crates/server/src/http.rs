@@ -81,14 +81,10 @@ fn answer(node: &Node, request: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/readyz" if node.is_ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => match &node.metrics {
-            Some(metrics) => {
-                let mut response = Response::new(Full::new(Bytes::from(metrics.render(node))));
-                response.headers_mut().insert(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-                );
-                response
-            }
+            Some(metrics) => body(
+                metrics.render(node),
+                "text/plain; version=0.0.4; charset=utf-8",
+            ),
             None => text(StatusCode::NOT_FOUND, "metrics are off (--metrics off)\n"),
         },
         "/hotkeys" => match &node.metrics {
@@ -114,23 +110,24 @@ fn answer(node: &Node, request: &Request<Incoming>) -> Response<Full<Bytes>> {
                     j.push(']');
                 }
                 j.push('}');
-                let mut response = Response::new(Full::new(Bytes::from(j)));
-                response
-                    .headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-                response
+                body(j, JSON)
             }
             None => text(StatusCode::NOT_FOUND, "metrics are off (--metrics off)\n"),
         },
-        "/cluster" => {
-            let mut response = Response::new(Full::new(Bytes::from(cluster_json(node))));
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            response
-        }
+        "/cluster" => body(cluster_json(node), JSON),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+const JSON: &str = "application/json";
+
+/// A 200 answer carrying `content` of `content_type`.
+fn body(content: String, content_type: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(content)));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
