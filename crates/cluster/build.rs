@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // bytes fields as `bytes::Bytes`: decoding slices the receive buffer
         // instead of copying (see `cluster::peer` on what that implies).
         .bytes(".")
+        // Decodes each message from one contiguous `Bytes` (see `codec`).
+        .codec_path("crate::codec::PeerCodec")
         .compile_fds(fds)?;
     Ok(())
 }

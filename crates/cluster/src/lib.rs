@@ -21,6 +21,7 @@
 //!   peer are batched onto one long-lived `Pipeline` stream.
 
 pub mod client;
+pub mod codec;
 pub mod debounce;
 pub mod membership;
 mod node;

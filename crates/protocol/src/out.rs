@@ -40,6 +40,11 @@ impl OutBuf {
         self.len == 0
     }
 
+    /// Bytes the buffer being appended to holds without growing.
+    pub fn capacity(&self) -> usize {
+        self.tail.capacity()
+    }
+
     pub fn put(&mut self, bytes: &[u8]) {
         self.tail.extend_from_slice(bytes);
         self.len += bytes.len();
@@ -104,18 +109,21 @@ impl OutBuf {
 
     /// Move everything waiting in `other` to the end of this queue, without
     /// copying its chunks (answers encoded out of turn, put back in order).
-    pub fn append(&mut self, mut other: OutBuf) {
+    /// `other` is left empty with its buffer's capacity, ready for reuse.
+    pub fn append(&mut self, other: &mut OutBuf) {
         if other.is_empty() {
             return;
         }
         if other.chunks.is_empty() {
             self.put(&other.tail);
+            other.clear();
             return;
         }
         self.seal_tail();
         other.seal_tail();
         self.len += other.len;
         self.chunks.append(&mut other.chunks);
+        other.len = 0;
     }
 
     fn seal_tail(&mut self) {
@@ -236,11 +244,16 @@ mod tests {
         later.put(b"C");
         let mut out = OutBuf::new();
         out.put(b"A");
-        out.append(later);
-        out.append(OutBuf::new());
+        out.append(&mut later);
+        assert!(later.is_empty());
+        out.append(&mut OutBuf::new());
         let mut small = OutBuf::new();
         small.put(b"D");
-        out.append(small);
+        let small_buffer = small.tail.as_ptr();
+        out.append(&mut small);
+        assert!(small.is_empty());
+        small.put(b"E");
+        assert_eq!(small.tail.as_ptr(), small_buffer, "buffer kept for reuse");
         let mut want = b"AB".to_vec();
         want.extend_from_slice(&big);
         want.extend_from_slice(b"CD");

@@ -48,6 +48,7 @@ where
         out: OutBuf::new(),
         swallow: 0,
         table: None,
+        spare: Vec::new(),
     };
     if let Err(e) = conn.run(&mut stream, node, stop).await {
         debug!("connection closed: {e}");
@@ -68,6 +69,9 @@ struct Conn {
     swallow: usize,
     /// The routing table this connection last used, and its version.
     table: Option<(u64, Arc<Table>)>,
+    /// Emptied buffers for local answers that follow a forwarded one, kept
+    /// so a pass with forwarded requests allocates none.
+    spare: Vec<OutBuf>,
 }
 
 /// Why `process` stopped.
@@ -98,27 +102,36 @@ impl Conn {
                     out,
                     swallow,
                     table,
+                    spare,
                 } = &mut *self;
                 if let Some(router) = &node.router {
                     router.refresh(table);
                 }
                 let table = table.as_ref().map(|(_, t)| &**t);
                 let started = node.metrics.as_ref().map(|m| m.now());
-                let mut passed = Passed::default();
+                let mut passed = Passed {
+                    spare: std::mem::take(spare),
+                    ..Passed::default()
+                };
                 let (next, consumed) = process(rbuf, swallow, out, &mut passed, node, table);
                 let Passed {
                     waiting,
                     mut pass,
                     tally,
+                    spare: unused,
                 } = passed;
+                *spare = unused;
                 // Answers from peers, in the client's order, each followed
                 // by the local answers decoded after it.
                 if !waiting.is_empty() {
                     let net = tokio::time::sleep(node.forward_net());
                     tokio::pin!(net);
-                    for (pending, after) in waiting {
+                    for (pending, mut after) in waiting {
                         pending.finish(node, out, &mut net, &mut pass).await;
-                        out.append(after);
+                        out.append(&mut after);
+                        if spare.len() < MAX_SPARE && after.capacity() <= SPARE_CAPACITY {
+                            spare.push(after);
+                        }
                     }
                 }
                 if let (Some(metrics), Some(started)) = (&node.metrics, started) {
@@ -168,7 +181,14 @@ struct Passed<'a> {
     pass: Pass,
     /// Requests per command, for the latency histogram.
     tally: Tally,
+    /// Empty buffers to take for `waiting` (the connection's `spare`).
+    spare: Vec<OutBuf>,
 }
+
+/// Most emptied answer buffers a connection keeps for reuse, and the
+/// largest it keeps: an idle connection holds at most 64 × 4 KiB.
+const MAX_SPARE: usize = 64;
+const SPARE_CAPACITY: usize = 4096;
 
 /// Most answers waiting on peers in one pass: past it, they are finished
 /// and written before more requests are decoded.
@@ -189,6 +209,7 @@ fn process<'a>(
         waiting,
         pass,
         tally,
+        spare,
     } = passed;
     let metrics = node.metrics.as_ref();
     let mut pos = 0;
@@ -234,7 +255,7 @@ fn process<'a>(
                         if let Some((_, last)) = waiting.last() {
                             waiting_len += last.len();
                         }
-                        waiting.push((pending, OutBuf::new()));
+                        waiting.push((pending, spare.pop().unwrap_or_default()));
                         after
                     }
                 };
