@@ -109,18 +109,13 @@ impl Conn {
                 }
                 let table = table.as_ref().map(|(_, t)| &**t);
                 let started = node.metrics.as_ref().map(|m| m.now());
-                let mut passed = Passed {
-                    spare: std::mem::take(spare),
-                    ..Passed::default()
-                };
-                let (next, consumed) = process(rbuf, swallow, out, &mut passed, node, table);
+                let mut passed = Passed::default();
+                let (next, consumed) = process(rbuf, swallow, out, &mut passed, spare, node, table);
                 let Passed {
                     waiting,
                     mut pass,
                     tally,
-                    spare: unused,
                 } = passed;
-                *spare = unused;
                 // Answers from peers, in the client's order, each followed
                 // by the local answers decoded after it.
                 if !waiting.is_empty() {
@@ -181,8 +176,6 @@ struct Passed<'a> {
     pass: Pass,
     /// Requests per command, for the latency histogram.
     tally: Tally,
-    /// Empty buffers to take for `waiting` (the connection's `spare`).
-    spare: Vec<OutBuf>,
 }
 
 /// Most emptied answer buffers a connection keeps for reuse, and the
@@ -195,13 +188,15 @@ const SPARE_CAPACITY: usize = 4096;
 const MAX_WAITING: usize = 1024;
 
 /// Answers every whole request in `rbuf`: local ones into `out` (or after
-/// the last answer waiting on peers), forwarded ones into `passed`.
+/// the last answer waiting on peers, in a buffer taken from `spare`),
+/// forwarded ones into `passed`.
 /// Returns why it stopped and how many bytes of `rbuf` it consumed.
 fn process<'a>(
     rbuf: &'a [u8],
     swallow: &mut usize,
     out: &mut OutBuf,
     passed: &mut Passed<'a>,
+    spare: &mut Vec<OutBuf>,
     node: &Node,
     table: Option<&Table>,
 ) -> (Next, usize) {
@@ -209,7 +204,6 @@ fn process<'a>(
         waiting,
         pass,
         tally,
-        spare,
     } = passed;
     let metrics = node.metrics.as_ref();
     let mut pos = 0;

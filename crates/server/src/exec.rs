@@ -13,7 +13,7 @@ use store::{ArithOutcome, DeleteOutcome, Found, StoreOutcome};
 use tracing::warn;
 
 use crate::Node;
-use crate::metrics::{self, Cmd};
+use crate::metrics::{self, Cmd, Metrics};
 
 /// What the connection does after a request was answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,12 +54,7 @@ pub(crate) fn execute(node: &Node, cmd: Cmd, request: &Request<'_>, out: &mut Ou
                     None => store.get(key),
                 };
                 match &found {
-                    Some(found) => {
-                        if let Some(m) = metrics {
-                            m.local_hit(&found.item);
-                        }
-                        answer(hit(key, found, now));
-                    }
+                    Some(found) => answer(hit(metrics, key, found, now)),
                     None => answer(Response::Miss { key }),
                 }
             }
@@ -205,7 +200,17 @@ pub(crate) fn execute(node: &Node, cmd: Cmd, request: &Request<'_>, out: &mut Ou
 
 /// A get's answer for one found item. Large values are handed on as shared
 /// `Bytes` over the item itself, so they reach the socket without a copy.
-pub(crate) fn hit<'a>(key: &'a [u8], found: &'a Found, now: u32) -> Response<'a> {
+/// A hit on a local item, its key family counted (see
+/// [`Metrics::local_hit`]).
+pub(crate) fn hit<'a>(
+    metrics: Option<&Metrics>,
+    key: &'a [u8],
+    found: &'a Found,
+    now: u32,
+) -> Response<'a> {
+    if let Some(m) = metrics {
+        m.local_hit(&found.item);
+    }
     let item = &found.item;
     let value = if item.value().len() >= ZERO_COPY_MIN {
         Value::Shared(item.value_bytes())

@@ -437,7 +437,7 @@ pub(crate) fn plan<'a>(
                 Pending {
                     reply: request.reply.clone(),
                     cmd,
-                    stored: stored_of(request),
+                    stored: None,
                     kind: Kind::Flush { calls },
                 },
                 After::Continue,
@@ -610,12 +610,7 @@ impl Pending<'_> {
                             );
                             continue;
                         }
-                        Slot::Local(Some(found)) => {
-                            if let Some(m) = metrics {
-                                m.local_hit(&found.item);
-                            }
-                            exec::hit(key, found, now)
-                        }
+                        Slot::Local(Some(found)) => exec::hit(metrics, key, found, now),
                         Slot::Local(None) => Response::Miss { key },
                         Slot::Remote { call, pos } => {
                             let item = pass.items(*call, node, net).await.get(*pos);

@@ -31,6 +31,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, warn};
 
 use crate::Node;
+use crate::metrics::Metrics;
 
 /// Longest a client may take to send its request head.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,30 +89,7 @@ fn answer(node: &Node, request: &Request<Incoming>) -> Response<Full<Bytes>> {
             None => text(StatusCode::NOT_FOUND, "metrics are off (--metrics off)\n"),
         },
         "/hotkeys" => match &node.metrics {
-            Some(metrics) => {
-                let (requested, missed) = metrics.hot_keys();
-                let mut j = String::from("{");
-                for (i, (what, list)) in [("requested", requested), ("missed", missed)]
-                    .iter()
-                    .enumerate()
-                {
-                    if i > 0 {
-                        j.push(',');
-                    }
-                    let _ = write!(j, "\"{what}\":[");
-                    for (n, hot) in list.iter().enumerate() {
-                        if n > 0 {
-                            j.push(',');
-                        }
-                        j.push_str("{\"key\":");
-                        json_str(&mut j, &hot.key);
-                        let _ = write!(j, ",\"count\":{},\"error\":{}}}", hot.count, hot.error);
-                    }
-                    j.push(']');
-                }
-                j.push('}');
-                body(j, JSON)
-            }
+            Some(metrics) => body(hotkeys_json(metrics), JSON),
             None => text(StatusCode::NOT_FOUND, "metrics are off (--metrics off)\n"),
         },
         "/cluster" => body(cluster_json(node), JSON),
@@ -123,21 +101,54 @@ const JSON: &str = "application/json";
 
 /// A 200 answer carrying `content` of `content_type`.
 fn body(content: String, content_type: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(content)));
+    respond(StatusCode::OK, Bytes::from(content), content_type)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    respond(
+        status,
+        Bytes::from_static(body.as_bytes()),
+        "text/plain; charset=utf-8",
+    )
+}
+
+fn respond(
+    status: StatusCode,
+    content: Bytes,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(content));
+    *response.status_mut() = status;
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     response
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+/// `/hotkeys`: `{"requested":[{"key":…,"count":…,"error":…},…],"missed":[…]}`.
+fn hotkeys_json(metrics: &Metrics) -> String {
+    let (requested, missed) = metrics.hot_keys();
+    let mut j = String::from("{");
+    for (i, (what, list)) in [("requested", requested), ("missed", missed)]
+        .iter()
+        .enumerate()
+    {
+        if i > 0 {
+            j.push(',');
+        }
+        let _ = write!(j, "\"{what}\":[");
+        for (n, hot) in list.iter().enumerate() {
+            if n > 0 {
+                j.push(',');
+            }
+            j.push_str("{\"key\":");
+            json_str(&mut j, &hot.key);
+            let _ = write!(j, ",\"count\":{},\"error\":{}}}", hot.count, hot.error);
+        }
+        j.push(']');
+    }
+    j.push('}');
+    j
 }
 
 /// `{"node":…,"ready":…,"generation":…,"epoch":…,"ring_version":…,

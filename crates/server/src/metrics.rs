@@ -296,10 +296,10 @@ pub(crate) struct Metrics {
     durations: Box<[Buckets]>,
     clock: quanta::Clock,
     /// Key families (see the `telemetry` crate for the rule) and, per
-    /// family id, hits, misses and stores, and value bytes.
+    /// family id, hits, misses and stores ([`FAMILY_OUTCOMES`]), then
+    /// value bytes.
     families: Families,
-    family_counts: Box<[[AtomicU64; 3]]>,
-    family_bytes: Box<[AtomicU64]>,
+    family_figures: Box<[[AtomicU64; 4]]>,
     /// Approximate top keys requested and missed (gets, per key), fed one
     /// key in [`HOT_SAMPLE`].
     hot_requested: TopK,
@@ -363,8 +363,7 @@ impl Metrics {
             durations: (0..CMDS).map(|_| Buckets::default()).collect(),
             clock: quanta::Clock::new(),
             families,
-            family_counts: (0..ids).map(|_| Default::default()).collect(),
-            family_bytes: (0..ids).map(|_| AtomicU64::new(0)).collect(),
+            family_figures: (0..ids).map(|_| Default::default()).collect(),
             hot_requested: TopK::with_config(hot_config()),
             hot_missed: TopK::with_config(hot_config()),
             privacy,
@@ -537,9 +536,7 @@ impl Metrics {
         let id = match item.tag() {
             0 => {
                 let id = self.families.classify(item.key()).index();
-                if let Ok(tag) = u8::try_from(id + 1) {
-                    item.set_tag(tag);
-                }
+                item.set_tag(family_tag(id));
                 id
             }
             tag => usize::from(tag) - 1,
@@ -552,7 +549,7 @@ impl Metrics {
     /// store. 0 when the family does not fit a tag.
     pub fn classify_for_store(&self, key: &[u8]) -> (usize, u8) {
         let id = self.families.classify(key).index();
-        (id, u8::try_from(id + 1).unwrap_or(0))
+        (id, family_tag(id))
     }
 
     /// A store of `len` value bytes for a key of family `id`.
@@ -589,11 +586,10 @@ impl Metrics {
 
     #[inline]
     fn count_family(&self, id: usize, outcome: usize, bytes: usize) {
-        if let (Some(counts), Some(total)) = (self.family_counts.get(id), self.family_bytes.get(id))
-        {
-            counts[outcome].fetch_add(1, Ordering::Relaxed);
+        if let Some(figures) = self.family_figures.get(id) {
+            figures[outcome].fetch_add(1, Ordering::Relaxed);
             if bytes > 0 {
-                total.fetch_add(bytes as u64, Ordering::Relaxed);
+                figures[FAMILY_BYTES].fetch_add(bytes as u64, Ordering::Relaxed);
             }
         }
     }
@@ -686,8 +682,7 @@ impl Metrics {
         }
         for (id, name) in self.families.iter() {
             let i = id.index();
-            let (Some(counts), Some(bytes)) = (self.family_counts.get(i), self.family_bytes.get(i))
-            else {
+            let Some(figures) = self.family_figures.get(i) else {
                 continue;
             };
             for (outcome, label) in FAMILY_OUTCOMES.iter().enumerate() {
@@ -698,13 +693,13 @@ impl Metrics {
                         Label::new("outcome", *label),
                     ],
                 )
-                .absolute(counts[outcome].load(Ordering::Relaxed));
+                .absolute(figures[outcome].load(Ordering::Relaxed));
             }
             self.counter(
                 "shoal_key_family_bytes_total",
                 vec![Label::new("family", name.to_owned())],
             )
-            .absolute(bytes.load(Ordering::Relaxed));
+            .absolute(figures[FAMILY_BYTES].load(Ordering::Relaxed));
         }
         let c = &node.counters;
         let s = node.store.stats();
@@ -792,6 +787,13 @@ const FAMILY_HIT: usize = 0;
 const FAMILY_MISS: usize = 1;
 const FAMILY_STORED: usize = 2;
 const FAMILY_OUTCOMES: [&str; 3] = ["hit", "miss", "stored"];
+const FAMILY_BYTES: usize = 3;
+
+/// The item tag that remembers family `id` (`id + 1`); 0, "not known",
+/// when the id does not fit a byte.
+fn family_tag(id: usize) -> u8 {
+    u8::try_from(id + 1).unwrap_or(0)
+}
 
 /// A label value as Prometheus' text format wants it.
 fn escape_label(v: &str) -> String {
