@@ -6,7 +6,12 @@
 # For each binary and setting, the node runs under `valgrind --tool=callgrind`
 # twice: once serving N1 requests, once N2 (one connection, no pipelining,
 # 90/10 get/set over preloaded 100 B values, shoal-loadgen --requests). The
-# marginal cost (Ir(N2) - Ir(N1)) / (N2 - N1) cancels start-up and shutdown.
+# marginal cost (Ir(N2) - Ir(N1)) / (N2 - N1) cancels shutdown; start-up and
+# the preload are left out by zeroing the counters (`callgrind_control -z`)
+# once the node is filled. That matters: the clock calibration at start-up
+# (quanta's, with metrics on) runs for up to 200 ms of wall time, so under
+# valgrind its instruction count varies from run to run by more than the
+# whole cost of metrics per request.
 #
 # Usage: bench/callgrind.sh
 # Environment: SHOAL_BIN (default target/release/shoal), BASELINE_BIN (an
@@ -42,12 +47,13 @@ ir() {
     pid=$!
     for _ in $(seq 1 600); do port_open "$PORT" && break; sleep 0.1; done
     "$LOADGEN" --server "127.0.0.1:$PORT" --protocol "$PROTOCOL" --fill 1000 --connections 1 --pipeline 32 >/dev/null
+    callgrind_control -z "$pid" >/dev/null 2>&1 || { echo "callgrind.sh: callgrind_control -z failed" >&2; exit 1; }
     "$LOADGEN" --server "127.0.0.1:$PORT" --protocol "$PROTOCOL" --connections 1 --pipeline "$PIPELINE" \
         --keys 1000 --ratio 1:9 --requests "$n" --assume-preloaded >/dev/null
     kill -TERM "$pid"
     wait "$pid" || true
-    awk '/^summary:/ { print $2 }' "$OUT"/cg."$pid"
-    rm -f "$OUT"/cg."$pid"
+    awk '/^summary:/ { s += $2 } END { print s }' "$OUT"/cg."$pid"*
+    rm -f "$OUT"/cg."$pid"*
 }
 
 per_request() {

@@ -76,19 +76,19 @@ pub(crate) fn execute(node: &Node, cmd: Cmd, request: &Request<'_>, out: &mut Ou
                 StoreMode::Append => store::Mode::Append,
                 StoreMode::Prepend => store::Mode::Prepend,
             };
-            // The key's family, worked out once and kept on the item.
-            let (family, tag) = metrics.map_or((0, 0), |m| m.classify_for_store(key));
+            // The key's family, worked out once per key and kept on its item.
+            let tag = || metrics.map_or(0, |m| m.tag_for(key));
             answer(
                 match store.store_tagged(mode, key, value, *flags, *exptime, *cas, tag) {
-                    Ok(StoreOutcome::Stored { cas }) => {
+                    Ok((StoreOutcome::Stored { cas }, tag)) => {
                         if let Some(m) = metrics {
-                            m.stored(family, value.len());
+                            m.stored(tag, key, value.len());
                         }
                         Response::Stored { cas }
                     }
-                    Ok(StoreOutcome::NotStored) => Response::NotStored,
-                    Ok(StoreOutcome::Exists) => Response::Exists,
-                    Ok(StoreOutcome::NotFound) => Response::NotFound,
+                    Ok((StoreOutcome::NotStored, _)) => Response::NotStored,
+                    Ok((StoreOutcome::Exists, _)) => Response::Exists,
+                    Ok((StoreOutcome::NotFound, _)) => Response::NotFound,
                     Err(e) => Response::Error(store_error(e)),
                 },
             );

@@ -481,11 +481,16 @@ impl Store {
         exptime: i64,
         cas: u64,
     ) -> Result<StoreOutcome, Error> {
-        self.store_tagged(mode, key, value, flags, exptime, cas, 0)
+        self.store_tagged(mode, key, value, flags, exptime, cas, || 0)
+            .map(|(outcome, _)| outcome)
     }
 
-    /// [`Store::store`], with the new item's [`Item::tag`] set to `tag`
-    /// (the server's classification of the key, so hits need not redo it).
+    /// [`Store::store`], tagging the new item ([`Item::tag`], the server's
+    /// classification of the key, so hits need not redo it). A tag depends
+    /// only on the key, so an item that replaces a tagged live item of the
+    /// same key takes over its tag; `tag` is called (under the shard's lock,
+    /// at most once) only when there is none. Returns the new item's tag
+    /// beside the outcome: 0 when nothing was stored, or stored untagged.
     #[allow(clippy::too_many_arguments)]
     pub fn store_tagged(
         &self,
@@ -495,8 +500,8 @@ impl Store {
         flags: u32,
         exptime: i64,
         cas: u64,
-        tag: u8,
-    ) -> Result<StoreOutcome, Error> {
+        tag: impl FnMut() -> u8,
+    ) -> Result<(StoreOutcome, u8), Error> {
         let hash = self.hash(key);
         if Self::item_size_with_flags(key.len(), value.len(), flags) > self.config.max_item_size
             || key.len() > MAX_KEY_LEN
@@ -532,15 +537,14 @@ impl Store {
         expiry: Expiry,
         cas: u64,
         now: u32,
-        tag: u8,
-    ) -> Result<StoreOutcome, Error> {
+        mut tag: impl FnMut() -> u8,
+    ) -> Result<(StoreOutcome, u8), Error> {
         let new_cas = self.next_cas();
         // Built before taking the lock: the copy of a large value does not
         // hold up the shard. An already expired item is never built.
         let mut item = match expiry.field() {
             Some(exptime) => Some(
                 item::Item::build(key, &[value], 0, flags, exptime, new_cas, now)
-                    .inspect(|item| item.set_tag(tag))
                     .ok_or(Error::OutOfMemory)?,
             ),
             None => None,
@@ -585,7 +589,7 @@ impl Store {
             if let Some(outcome) = refused {
                 drop(shard);
                 ctx.release(reserved);
-                return Ok(outcome);
+                return Ok((outcome, 0));
             }
             let Some(new_item) = item.take() else {
                 // Born expired: the key ends up missing.
@@ -594,7 +598,7 @@ impl Store {
                 shard.stats.cas_hits += u64::from(compare_cas);
                 drop(shard);
                 ctx.release(reserved);
-                return Ok(StoreOutcome::Stored { cas: new_cas });
+                return Ok((StoreOutcome::Stored { cas: new_cas }, 0));
             };
             if old.is_none() && !shard.reserve_slot(&self.hasher) {
                 drop(shard);
@@ -610,6 +614,11 @@ impl Store {
                 old.unwrap_or(NIL),
             ) {
                 Fit::Done => {
+                    let new_tag = match old.and_then(|i| shard.item(i)).map(Item::tag) {
+                        Some(t) if t != 0 => t,
+                        _ => tag(),
+                    };
+                    new_item.set_tag(new_tag);
                     let _displaced = match old {
                         Some(i) => shard.replace(i, new_item, new_charge, old_charge),
                         None => {
@@ -620,7 +629,7 @@ impl Store {
                     shard.stats.total_items += 1;
                     shard.stats.cas_hits += u64::from(compare_cas);
                     drop(shard);
-                    return Ok(StoreOutcome::Stored { cas: new_cas });
+                    return Ok((StoreOutcome::Stored { cas: new_cas }, new_tag));
                 }
                 Fit::Elsewhere(need) => {
                     item = Some(new_item);
@@ -648,8 +657,8 @@ impl Store {
         data: &[u8],
         cas: u64,
         now: u32,
-        tag: u8,
-    ) -> StoreOutcome {
+        mut tag: impl FnMut() -> u8,
+    ) -> (StoreOutcome, u8) {
         let index = self.shard_index(hash);
         let mut reserved = 0;
         for _ in 0..MAX_ATTEMPTS {
@@ -658,7 +667,7 @@ impl Store {
             let Some(idx) = shard.find_live(&ctx, hash, key) else {
                 drop(shard);
                 ctx.release(reserved);
-                return StoreOutcome::NotStored;
+                return (StoreOutcome::NotStored, 0);
             };
             let Some(old) = shard.item(idx) else {
                 break;
@@ -666,9 +675,9 @@ impl Store {
             if cas != 0 && old.cas() != cas {
                 drop(shard);
                 ctx.release(reserved);
-                return StoreOutcome::Exists;
+                return (StoreOutcome::Exists, 0);
             }
-            let (old_len, flags) = (old.value().len(), old.flags());
+            let (old_len, flags, old_tag) = (old.value().len(), old.flags(), old.tag());
             // Over -I (or out of memory) is NOT_STORED here, as in memcached.
             let too_large = old_len.checked_add(data.len()).is_none_or(|len| {
                 Self::item_size_with_flags(key.len(), len, flags) > self.config.max_item_size
@@ -681,40 +690,44 @@ impl Store {
                 None
             } else {
                 item::Item::build(key, &parts, 0, flags, old.exptime(), self.next_cas(), now)
-                    .inspect(|item| item.set_tag(tag))
             };
             let Some(new_item) = new_item else {
                 drop(shard);
                 ctx.release(reserved);
-                return StoreOutcome::NotStored;
+                return (StoreOutcome::NotStored, 0);
             };
             let old_charge = charge(old);
             let new_charge = charge(&new_item);
             if new_charge > self.config.memory_limit {
                 drop(shard);
                 ctx.release(reserved);
-                return StoreOutcome::NotStored;
+                return (StoreOutcome::NotStored, 0);
             }
             match shard.fit(&ctx, new_charge, old_charge, &mut reserved, idx) {
                 Fit::Done => {
+                    let new_tag = match old_tag {
+                        0 => tag(),
+                        t => t,
+                    };
+                    new_item.set_tag(new_tag);
                     let new_cas = new_item.cas();
                     let _displaced = shard.replace(idx, new_item, new_charge, old_charge);
                     shard.stats.total_items += 1;
                     drop(shard);
-                    return StoreOutcome::Stored { cas: new_cas };
+                    return (StoreOutcome::Stored { cas: new_cas }, new_tag);
                 }
                 Fit::Elsewhere(need) => {
                     drop(shard);
                     if !self.evict_elsewhere(index, need, now) {
                         ctx.release(reserved);
-                        return StoreOutcome::NotStored;
+                        return (StoreOutcome::NotStored, 0);
                     }
                     reserved += need;
                 }
             }
         }
         self.used.fetch_sub(reserved, Ordering::Relaxed);
-        StoreOutcome::NotStored
+        (StoreOutcome::NotStored, 0)
     }
 
     /// Unlinks a key, whatever its state. For a value refused as too large

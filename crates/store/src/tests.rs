@@ -292,6 +292,54 @@ fn append_and_prepend_of_an_expired_item_are_not_stored() {
 }
 
 #[test]
+fn a_tag_is_worked_out_once_per_key_and_taken_over_by_replacements() {
+    let (s, clock) = default_store();
+    let calls = std::cell::Cell::new(0);
+    let tagger = |t: u8| {
+        let calls = &calls;
+        move || {
+            calls.set(calls.get() + 1);
+            t
+        }
+    };
+    let store = |mode, key: &[u8], exptime, t| {
+        s.store_tagged(mode, key, b"v", 0, exptime, 0, tagger(t))
+            .map(|(outcome, tag)| (matches!(outcome, StoreOutcome::Stored { .. }), tag))
+    };
+    let tag_of = |key: &[u8]| s.get(key).map(|f| f.item.tag());
+
+    // A new key asks for its tag; every kind of replacement keeps it.
+    assert_eq!(store(Mode::Set, b"k", 0, 7), Ok((true, 7)));
+    assert_eq!(calls.get(), 1);
+    for mode in [Mode::Set, Mode::Replace, Mode::Append, Mode::Prepend] {
+        assert_eq!(store(mode, b"k", 0, 9), Ok((true, 7)), "{mode:?}");
+    }
+    assert_eq!((calls.get(), tag_of(b"k")), (1, Some(7)));
+
+    // Refused stores neither ask nor report a tag.
+    assert_eq!(store(Mode::Add, b"k", 0, 9), Ok((false, 0)));
+    assert_eq!(store(Mode::Replace, b"absent", 0, 9), Ok((false, 0)));
+    assert_eq!(store(Mode::Append, b"absent", 0, 9), Ok((false, 0)));
+    assert_eq!(calls.get(), 1);
+
+    // An untagged item (a peer's write, or a family that did not fit)
+    // gets a tag at its next replacement.
+    s.store(Mode::Set, b"u", b"v", 0, 0, 0).unwrap();
+    assert_eq!(tag_of(b"u"), Some(0));
+    assert_eq!(store(Mode::Set, b"u", 0, 5), Ok((true, 5)));
+    assert_eq!(calls.get(), 2);
+
+    // An expired item's tag is not taken over: the key starts afresh.
+    assert_eq!(store(Mode::Set, b"e", 10, 3), Ok((true, 3)));
+    clock.advance(10);
+    assert_eq!(store(Mode::Set, b"e", 0, 4), Ok((true, 4)));
+    assert_eq!(calls.get(), 4);
+    // Born expired: stored, nothing kept, no tag.
+    assert_eq!(store(Mode::Set, b"gone", -1, 6), Ok((true, 0)));
+    assert_eq!(tag_of(b"gone"), None);
+}
+
+#[test]
 fn cas_compare() {
     use StoreOutcome::*;
     // (mode, key exists?, cas matches? (None: cas 0), outcome)
