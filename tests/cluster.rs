@@ -204,6 +204,76 @@ fn a_multi_get_spanning_every_owner_answers_in_the_clients_order() {
 }
 
 #[test]
+fn requests_split_across_reads_are_forwarded_whole() {
+    // The entry node hands peers slices of its read buffer: a request cut
+    // anywhere by the network, small or up to the item limit, must reach
+    // the owner byte for byte, in order with the requests around it.
+    let nodes = start_cluster(3);
+    let names = ["shoal-0", "shoal-1", "shoal-2"];
+    let candidates: Vec<String> = (0..60).map(|i| format!("split:{i}")).collect();
+    let mut keys = Vec::new();
+    for name in &names[1..] {
+        keys.extend(
+            owned_by(&names, name, &candidates)
+                .into_iter()
+                .take(3)
+                .cloned(),
+        );
+    }
+    keys.push(owned_by(&names, "shoal-0", &candidates)[0].clone());
+    let sizes = [1, 100, 70_000, 1_000_000];
+    let value = |i: usize, len: usize| -> Vec<u8> {
+        (0..len).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect()
+    };
+    let mut request = Vec::new();
+    let mut expected = String::new();
+    for (i, key) in keys.iter().enumerate() {
+        let v = value(i, sizes[i % sizes.len()]);
+        request.extend_from_slice(format!("set {key} {i} 0 {}\r\n", v.len()).as_bytes());
+        request.extend_from_slice(&v);
+        request.extend_from_slice(format!("\r\nget {key}\r\n").as_bytes());
+        expected.push_str(&format!("STORED\r\nVALUE {key} {i} {}\r\n", v.len()));
+        expected.push_str(&String::from_utf8(v).unwrap());
+        expected.push_str("\r\nEND\r\n");
+    }
+    request.extend_from_slice(b"mn\r\n");
+    expected.push_str("MN\r\n");
+
+    let mut conn = nodes[0].conn();
+    // Odd-sized pieces with pauses, so the node reads requests in parts.
+    let sender = {
+        let mut stream = conn.try_clone();
+        std::thread::spawn(move || {
+            for (n, piece) in request.chunks(4093).enumerate() {
+                stream.send(piece);
+                if n % 16 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+    let got = conn.read_exact(expected.len());
+    sender.join().unwrap();
+    assert!(
+        got == expected.as_bytes(),
+        "answers differ from the expected {} bytes",
+        expected.len()
+    );
+
+    // Every node reads back what the owners stored.
+    for node in &nodes {
+        for (i, key) in keys.iter().enumerate() {
+            let v = value(i, sizes[i % sizes.len()]);
+            let got = node.conn().text(format!("get {key}\r\n").as_bytes());
+            let mut want = format!("VALUE {key} {i} {}\r\n", v.len()).into_bytes();
+            want.extend_from_slice(&v);
+            want.extend_from_slice(b"\r\nEND\r\n");
+            assert!(got == want, "{key} through {}", node.name);
+        }
+    }
+}
+
+#[test]
 fn flush_all_through_one_node_empties_every_node_and_a_write_after_it_stays() {
     let nodes = start_cluster(3);
     let keys: Vec<String> = (0..30).map(|i| format!("f{i}")).collect();

@@ -371,6 +371,14 @@ impl Conn {
         Conn { stream }
     }
 
+    /// A second handle on the same connection (to write from another
+    /// thread while this one reads).
+    pub fn try_clone(&self) -> Conn {
+        Conn {
+            stream: self.stream.try_clone().expect("cloning the stream"),
+        }
+    }
+
     pub fn send(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("sending");
     }

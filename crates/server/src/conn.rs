@@ -8,7 +8,7 @@ use std::io::{self, IoSlice};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use protocol::{Command, Decode, OutBuf, Response};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -49,6 +49,8 @@ where
         swallow: 0,
         table: None,
         spare: Vec::new(),
+        pass: Pass::default(),
+        waiting: Vec::new(),
     };
     if let Err(e) = conn.run(&mut stream, node, stop).await {
         debug!("connection closed: {e}");
@@ -72,6 +74,11 @@ struct Conn {
     /// Emptied buffers for local answers that follow a forwarded one, kept
     /// so a pass with forwarded requests allocates none.
     spare: Vec<OutBuf>,
+    /// The gets a pass gathers per owner, emptied after each pass.
+    pass: Pass,
+    /// The last pass's (emptied) list of answers waiting on peers, kept for
+    /// its allocation.
+    waiting: Waiting<'static>,
 }
 
 /// Why `process` stopped.
@@ -103,17 +110,34 @@ impl Conn {
                     swallow,
                     table,
                     spare,
+                    pass,
+                    waiting: kept,
                 } = &mut *self;
                 if let Some(router) = &node.router {
                     router.refresh(table);
                 }
                 let table = table.as_ref().map(|(_, t)| &**t);
                 let started = node.metrics.as_ref().map(|m| m.now());
-                let mut passed = Passed::default();
-                let (next, consumed) = process(rbuf, swallow, out, &mut passed, spare, node, table);
+                // With peers to forward to, the pass reads a frozen view of
+                // the buffer, so forwarded keys and values are slices of it
+                // rather than copies.
+                let forwards = table.is_some_and(|t| !t.remotes.is_empty());
+                let input = if forwards {
+                    rbuf.split().freeze()
+                } else {
+                    Bytes::new()
+                };
+                let data: &[u8] = if forwards { &input } else { rbuf };
+                let mut passed = Passed {
+                    waiting: recycle(std::mem::take(kept)),
+                    pass,
+                    tally: Tally::default(),
+                };
+                let (next, consumed) =
+                    process(data, &input, swallow, out, &mut passed, spare, node, table);
                 let Passed {
-                    waiting,
-                    mut pass,
+                    mut waiting,
+                    pass,
                     tally,
                 } = passed;
                 // Answers from peers, in the client's order, each followed
@@ -121,18 +145,24 @@ impl Conn {
                 if !waiting.is_empty() {
                     let net = tokio::time::sleep(node.forward_net());
                     tokio::pin!(net);
-                    for (pending, mut after) in waiting {
-                        pending.finish(node, out, &mut net, &mut pass).await;
+                    for (pending, mut after) in waiting.drain(..) {
+                        pending.finish(node, out, &mut net, pass).await;
                         out.append(&mut after);
                         if spare.len() < MAX_SPARE && after.capacity() <= SPARE_CAPACITY {
                             spare.push(after);
                         }
                     }
+                    pass.clear();
                 }
+                *kept = recycle(waiting);
                 if let (Some(metrics), Some(started)) = (&node.metrics, started) {
                     metrics.pass(started, &tally);
                 }
-                rbuf.advance(consumed);
+                if forwards {
+                    restore(rbuf, input, consumed);
+                } else {
+                    rbuf.advance(consumed);
+                }
                 next
             };
             if !self.out.is_empty() {
@@ -168,12 +198,40 @@ impl Conn {
 /// Answers waiting on peers, each with the local answers that follow it.
 type Waiting<'a> = Vec<(Pending<'a>, OutBuf)>;
 
+/// Makes `rbuf` (emptied by the split that made `input`) the unconsumed
+/// rest of `input` again, without copying it when no slice of the input is
+/// still held (the usual case: forwarded operations are encoded and dropped
+/// before their answers arrive).
+fn restore(rbuf: &mut BytesMut, input: Bytes, consumed: usize) {
+    if consumed == input.len() {
+        // Everything was answered: `rbuf` keeps the buffer's spare room,
+        // and reclaims the rest once the slices are dropped.
+        return;
+    }
+    let rest = input.slice(consumed..);
+    drop(input);
+    // `rbuf` shares the buffer too: let go of it, so the rest can own it.
+    drop(std::mem::take(rbuf));
+    *rbuf = rest
+        .try_into_mut()
+        .unwrap_or_else(|rest| BytesMut::from(&rest[..]));
+}
+
+/// An emptied list's allocation, handed on to a list of answers that
+/// borrow another read buffer: std collects a `Vec`'s `into_iter` in place
+/// when the element layouts match, as they do here (only a lifetime
+/// differs), so a connection's pass allocates this list only when it grows
+/// past the largest one before.
+#[allow(clippy::unnecessary_filter_map)] // `filter` cannot change the type
+fn recycle<'b>(emptied: Waiting<'_>) -> Waiting<'b> {
+    emptied.into_iter().filter_map(|_| None).collect()
+}
+
 /// What one pass leaves besides the answers already in the output.
-#[derive(Default)]
-struct Passed<'a> {
+struct Passed<'a, 'p> {
     waiting: Waiting<'a>,
     /// The gets gathered per owner.
-    pass: Pass,
+    pass: &'p mut Pass,
     /// Requests per command, for the latency histogram.
     tally: Tally,
 }
@@ -189,13 +247,17 @@ const MAX_WAITING: usize = 1024;
 
 /// Answers every whole request in `rbuf`: local ones into `out` (or after
 /// the last answer waiting on peers, in a buffer taken from `spare`),
-/// forwarded ones into `passed`.
-/// Returns why it stopped and how many bytes of `rbuf` it consumed.
+/// forwarded ones into `passed`. `input` is the frozen buffer `rbuf` views
+/// when this node forwards (empty otherwise): forwarded keys and values are
+/// slices of it. Returns why it stopped and how many bytes of `rbuf` it
+/// consumed.
+#[allow(clippy::too_many_arguments)]
 fn process<'a>(
     rbuf: &'a [u8],
+    input: &Bytes,
     swallow: &mut usize,
     out: &mut OutBuf,
-    passed: &mut Passed<'a>,
+    passed: &mut Passed<'a, '_>,
     spare: &mut Vec<OutBuf>,
     node: &Node,
     table: Option<&Table>,
@@ -232,7 +294,7 @@ fn process<'a>(
                 let cmd = Cmd::of(&request.command);
                 tally.add(cmd);
                 let plan = match table {
-                    Some(table) => forward::plan(node, table, pass, cmd, &request),
+                    Some(table) => forward::plan(node, table, pass, input, cmd, &request),
                     None => Plan::Local,
                 };
                 let after = match plan {
@@ -295,4 +357,41 @@ async fn write_out<S: AsyncWrite + Unpin>(stream: &mut S, out: &mut OutBuf) -> i
         out.advance(written);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_recycled_list_keeps_its_allocation() {
+        let emptied: Waiting<'static> = Vec::with_capacity(24);
+        let recycled: Waiting<'_> = recycle(emptied);
+        assert!(recycled.capacity() >= 24, "{}", recycled.capacity());
+    }
+
+    #[test]
+    fn the_unconsumed_rest_of_the_input_is_read_again_without_a_copy() {
+        let mut rbuf = BytesMut::with_capacity(64);
+        rbuf.extend_from_slice(b"get a\r\nget b\r\nget");
+        let input = rbuf.split().freeze();
+        let rest_at = input[14..].as_ptr();
+        restore(&mut rbuf, input, 14);
+        assert_eq!(&rbuf[..], b"get");
+        assert_eq!(rbuf.as_ptr(), rest_at, "the rest was copied");
+        rbuf.extend_from_slice(b" c\r\n");
+        assert_eq!(&rbuf[..], b"get c\r\n");
+
+        // A slice still held elsewhere: the rest is copied, the slice kept.
+        let input = rbuf.split().freeze();
+        let held = input.slice(0..3);
+        restore(&mut rbuf, input, 4);
+        assert_eq!((&rbuf[..], &held[..]), (&b"c\r\n"[..], &b"get"[..]));
+
+        // All consumed: nothing left to read.
+        let input = rbuf.split().freeze();
+        let len = input.len();
+        restore(&mut rbuf, input, len);
+        assert!(rbuf.is_empty());
+    }
 }

@@ -175,14 +175,36 @@ enum Call {
     Got(Vec<api::Item>),
 }
 
+/// Keys gathered for one peer before a new list must grow.
+const GATHER: usize = 16;
+
+/// `part` as `Bytes`: a slice of `input` (no copy) when it lies within it,
+/// as everything a request decoded from `input` does; else a copy.
+fn share(input: &Bytes, part: &[u8]) -> Bytes {
+    let within = input.as_ptr_range();
+    if !part.is_empty() && within.start <= part.as_ptr() && part.as_ptr_range().end <= within.end {
+        input.slice_ref(part)
+    } else {
+        Bytes::copy_from_slice(part)
+    }
+}
+
 impl Pass {
-    /// Adds `key` to the get gathered for `remote` (a new one if there is
-    /// none, or if it touches differently); returns (call, position).
+    /// Forgets the last pass (keeping the allocations).
+    pub(crate) fn clear(&mut self) {
+        self.open.clear();
+        self.calls.clear();
+    }
+
+    /// Adds `key` (a slice of `input`) to the get gathered for `remote` (a
+    /// new one if there is none, or if it touches differently); returns
+    /// (call, position).
     fn get(
         &mut self,
         table: &Table,
         remote: usize,
         touch: Option<i64>,
+        input: &Bytes,
         key: &[u8],
     ) -> (usize, usize) {
         if self.open.len() < table.remotes.len() {
@@ -191,16 +213,18 @@ impl Pass {
         if let Some(c) = self.open[remote] {
             match &mut self.calls[c] {
                 Call::Gathering { touch: t, keys, .. } if *t == touch => {
-                    keys.push(Bytes::copy_from_slice(key));
+                    keys.push(share(input, key));
                     return (c, keys.len() - 1);
                 }
                 _ => self.send(table, remote),
             }
         }
+        let mut keys = Vec::with_capacity(GATHER);
+        keys.push(share(input, key));
         self.calls.push(Call::Gathering {
             remote,
             touch,
-            keys: vec![Bytes::copy_from_slice(key)],
+            keys,
         });
         let c = self.calls.len() - 1;
         self.open[remote] = Some(c);
@@ -276,11 +300,13 @@ pub(crate) fn plan<'a>(
     node: &Node,
     table: &Table,
     pass: &mut Pass,
+    input: &Bytes,
     cmd: Cmd,
     request: &Request<'a>,
 ) -> Plan<'a> {
     let counters = &node.counters;
-    let mut single = |key: &'a [u8], what: One, op: operation::Op| -> Plan<'a> {
+    // The operation is built only when the key is owned elsewhere.
+    let mut single = |key: &'a [u8], what: One, op: &dyn Fn() -> operation::Op| -> Plan<'a> {
         match table.owner(key) {
             Owner::Local => Plan::Local,
             Owner::Unavailable if !table.ready => Plan::Refuse(not_ready()),
@@ -294,7 +320,7 @@ pub(crate) fn plan<'a>(
                         call: {
                             // The peer sees the gathered gets first.
                             pass.send(table, i);
-                            Sent::send(&table.remotes[i], op)
+                            Sent::send(&table.remotes[i], op())
                         },
                         what,
                     },
@@ -303,14 +329,22 @@ pub(crate) fn plan<'a>(
             ),
         }
     };
-    let bytes = Bytes::copy_from_slice;
+    let bytes = |part: &[u8]| share(input, part);
     match &request.command {
         Command::Get { keys, touch } => {
-            plan_get(node, table, pass, cmd, request, *keys, *touch, false)
+            plan_get(node, table, pass, input, cmd, request, *keys, *touch, false)
         }
-        Command::MetaDebug { key } => {
-            plan_get(node, table, pass, cmd, request, Keys::One(key), None, true)
-        }
+        Command::MetaDebug { key } => plan_get(
+            node,
+            table,
+            pass,
+            input,
+            cmd,
+            request,
+            Keys::One(key),
+            None,
+            true,
+        ),
         &Command::Store {
             mode,
             key,
@@ -319,9 +353,7 @@ pub(crate) fn plan<'a>(
             value,
             cas,
         } => {
-            let plan = single(
-                key,
-                One::Store,
+            let plan = single(key, One::Store, &|| {
                 operation::Op::Store(api::StoreRequest {
                     mode: store_mode(mode) as i32,
                     key: bytes(key),
@@ -330,8 +362,8 @@ pub(crate) fn plan<'a>(
                     value: bytes(value),
                     cas,
                     ..Default::default()
-                }),
-            );
+                })
+            });
             if !matches!(plan, Plan::Local) {
                 counters.cmd_set.fetch_add(1, Ordering::Relaxed);
             }
@@ -342,17 +374,15 @@ pub(crate) fn plan<'a>(
             key,
             cas,
             swallow,
-        } => match single(
-            key,
-            One::TooLarge,
+        } => match single(key, One::TooLarge, &|| {
             operation::Op::Store(api::StoreRequest {
                 mode: store_mode(mode) as i32,
                 key: bytes(key),
                 cas,
                 too_large: true,
                 ..Default::default()
-            }),
-        ) {
+            })
+        }) {
             Plan::Local => Plan::Local,
             // Whoever owns it, the client hears "too large" and the
             // payload is discarded.
@@ -365,24 +395,20 @@ pub(crate) fn plan<'a>(
                 Plan::Forward(pending, After::Swallow(swallow))
             }
         },
-        &Command::Delete { key, cas } => single(
-            key,
-            One::Delete,
+        &Command::Delete { key, cas } => single(key, One::Delete, &|| {
             operation::Op::Delete(api::DeleteRequest {
                 key: bytes(key),
                 cas,
                 ..Default::default()
-            }),
-        ),
+            })
+        }),
         &Command::Arith {
             key,
             op,
             delta,
             vivify,
             cas,
-        } => single(
-            key,
-            One::Arith,
+        } => single(key, One::Arith, &|| {
             operation::Op::Arith(api::ArithRequest {
                 key: bytes(key),
                 op: match op {
@@ -396,18 +422,16 @@ pub(crate) fn plan<'a>(
                 }),
                 cas,
                 ..Default::default()
-            }),
-        ),
+            })
+        }),
         &Command::Touch { key, exptime } => {
-            let plan = single(
-                key,
-                One::Touch,
+            let plan = single(key, One::Touch, &|| {
                 operation::Op::Touch(api::TouchRequest {
                     key: bytes(key),
                     exptime,
                     ..Default::default()
-                }),
-            );
+                })
+            });
             if !matches!(plan, Plan::Local) {
                 counters.cmd_touch.fetch_add(1, Ordering::Relaxed);
             }
@@ -459,6 +483,7 @@ fn plan_get<'a>(
     node: &Node,
     table: &Table,
     pass: &mut Pass,
+    input: &Bytes,
     cmd: Cmd,
     request: &Request<'a>,
     keys: Keys<'a>,
@@ -493,7 +518,7 @@ fn plan_get<'a>(
             Owner::Local => return Plan::Local,
             Owner::Unavailable if !table.ready => return Plan::Refuse(not_ready()),
             Owner::Unavailable => None,
-            Owner::Remote(i) => Some(pass.get(table, i, touch, key)),
+            Owner::Remote(i) => Some(pass.get(table, i, touch, input, key)),
         };
         count(1);
         return forward(Kind::GetOne { key, call, debug });
@@ -521,7 +546,7 @@ fn plan_get<'a>(
             // An unreachable owner's keys are misses.
             Owner::Unavailable => Slot::Local(None),
             Owner::Remote(i) => {
-                let (call, pos) = pass.get(table, i, touch, key);
+                let (call, pos) = pass.get(table, i, touch, input, key);
                 Slot::Remote { call, pos }
             }
         });
