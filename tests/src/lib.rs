@@ -108,6 +108,8 @@ pub struct ClusterNode {
     pub addr: SocketAddr,
     pub gossip: SocketAddr,
     pub http: SocketAddr,
+    /// The peer API (gRPC).
+    pub peer: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -140,6 +142,7 @@ impl ClusterNode {
                     tcp.local_addr().unwrap(),
                     gossip.local_addr().unwrap(),
                     http.local_addr().unwrap(),
+                    peer.local_addr().unwrap(),
                 );
                 let settings = Settings {
                     cluster: Some(server::ClusterSettings {
@@ -188,12 +191,13 @@ impl ClusterNode {
                 rt.shutdown_background();
             }
         });
-        let (addr, gossip, http) = ready_rx.recv().expect("node failed to start");
+        let (addr, gossip, http, peer) = ready_rx.recv().expect("node failed to start");
         ClusterNode {
             name: name.to_owned(),
             addr,
             gossip,
             http,
+            peer,
             stop: Some(stop_tx),
             thread: Some(thread),
         }

@@ -181,6 +181,8 @@ type Answer = Result<OperationResult, Error>;
 #[derive(Debug)]
 struct Queued {
     op: Operation,
+    /// The version of the ring the caller routed `op` with (0: unknown).
+    ring_version: u64,
     /// Encoded size within a batch, computed by the caller so that the
     /// peer's task does not.
     size: usize,
@@ -199,14 +201,16 @@ pub(crate) struct Limits {
 /// then items from `next` until the batch holds `max_ops` items or the next
 /// one would take it past `max_bytes` (that one is left in `carry`). The
 /// first item always goes in, however large, so nothing is stuck. Empty
-/// only when there was nothing to take.
+/// only when there was nothing to take. `expect` (how many items wait, as
+/// far as the caller knows) sizes the batch's list up front.
 pub(crate) fn assemble<T>(
     carry: &mut Option<T>,
     mut next: impl FnMut() -> Option<T>,
     size: impl Fn(&T) -> usize,
     limits: Limits,
+    expect: usize,
 ) -> Vec<T> {
-    let mut batch = Vec::new();
+    let mut batch = Vec::with_capacity(expect.clamp(1, limits.max_ops.max(1)));
     let mut bytes = 0usize;
     while batch.len() < limits.max_ops.max(1) {
         let Some(item) = carry.take().or_else(&mut next) else {
@@ -342,7 +346,7 @@ impl Peer {
         &self,
         op: Operation,
     ) -> impl Future<Output = Result<OperationResult, Error>> + Send + 'static {
-        let ticket = self.enqueue(op);
+        let ticket = self.enqueue(op, 0);
         let addr = self.addr.clone();
         async move {
             let deadline = ticket.deadline;
@@ -356,12 +360,17 @@ impl Peer {
     /// (or fails) the operation by its deadline, so a caller with many
     /// tickets can await them all behind one timer of its own (a safety net
     /// should the task itself be stuck) instead of one each.
-    pub fn enqueue(&self, op: Operation) -> Ticket {
+    ///
+    /// `ring_version` is the version of the ring that sent `op` here (0:
+    /// none): a batch whose operations all name the owner's own ring
+    /// version is served without checking each key's owner again.
+    pub fn enqueue(&self, op: Operation, ring_version: u64) -> Ticket {
         let deadline = Instant::now() + self.deadline;
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
             size: framed_len(&op),
             op,
+            ring_version,
             deadline,
             reply,
         };
@@ -578,7 +587,8 @@ async fn session(
             if carry.as_ref().is_some_and(|q| q.reply.is_closed()) {
                 *carry = None;
             }
-            let batch = assemble(carry, || next_live(queue), |q| q.size, limits);
+            let waiting = queue.len() + usize::from(carry.is_some());
+            let batch = assemble(carry, || next_live(queue), |q| q.size, limits, waiting);
             if batch.is_empty() {
                 break;
             }
@@ -586,14 +596,20 @@ async fn session(
             let mut operations = Vec::with_capacity(batch.len());
             let mut replies = Vec::with_capacity(batch.len());
             let mut deadline = batch[0].deadline;
+            // The batch names a ring version only if all its operations
+            // were routed with that one.
+            let mut ring_version = batch[0].ring_version;
             for q in batch {
                 deadline = deadline.min(q.deadline);
+                if q.ring_version != ring_version {
+                    ring_version = 0;
+                }
                 operations.push(q.op);
                 replies.push(q.reply);
             }
             let request = BatchRequest {
                 id: next_id,
-                ring_version: 0,
+                ring_version,
                 operations,
             };
             in_flight.push_back(InFlight {
@@ -739,7 +755,8 @@ mod tests {
     };
 
     fn fill(carry: &mut Option<usize>, queue: &mut VecDeque<usize>, limits: Limits) -> Vec<usize> {
-        assemble(carry, || queue.pop_front(), |&n| n, limits)
+        let expect = queue.len();
+        assemble(carry, || queue.pop_front(), |&n| n, limits, expect)
     }
 
     #[test]

@@ -62,6 +62,12 @@ pub mod v1 {
     tonic::include_proto!("shoal.peer.v1");
 }
 
+/// `GetRequest.omit` bit: leave `Item.cas` out.
+pub const OMIT_CAS: u32 = 1;
+/// `GetRequest.omit` bit: leave out `Item.ttl`, `last_access`, `fetched`
+/// and `size` (only meta commands show them).
+pub const OMIT_META: u32 = 2;
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
@@ -79,6 +85,7 @@ mod tests {
                 namespace: Bytes::new(),
                 keys: vec![Bytes::from_static(b"k1"), Bytes::from_static(b"k2")],
                 touch: Some(-1),
+                omit: super::OMIT_CAS | super::OMIT_META,
             }),
             Op::Store(StoreRequest {
                 namespace: Bytes::from_static(b"tenant"),

@@ -31,8 +31,10 @@ use cluster::peer::v1::{
     self as api, ArithOp as ApiArithOp, ArithOutcome, DeleteOutcome, ErrorCode, Operation,
     StoreMode as ApiStoreMode, StoreOutcome, operation, operation_result,
 };
+use cluster::peer::{OMIT_CAS, OMIT_META};
 use protocol::{
-    ArithOp, Command, Error, Hit, Keys, OutBuf, Reply, Request, Response, StoreMode, Value,
+    ArithOp, Command, Error, Hit, Keys, OutBuf, Reply, Request, Response, StoreMode, TextVerb,
+    Value,
 };
 use store::Found;
 
@@ -117,10 +119,12 @@ struct Sent {
 }
 
 impl Sent {
-    fn send(remote: &Remote, op: operation::Op) -> Sent {
+    fn send(table: &Table, remote: &Remote, op: operation::Op) -> Sent {
         remote.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         Sent {
-            answer: remote.peer.enqueue(Operation { op: Some(op) }),
+            answer: remote
+                .peer
+                .enqueue(Operation { op: Some(op) }, table.view.ring.version()),
             stats: remote.stats.clone(),
         }
     }
@@ -170,6 +174,8 @@ enum Call {
         remote: usize,
         touch: Option<i64>,
         keys: Vec<Bytes>,
+        /// Item fields none of the gathered requests needs.
+        omit: u32,
     },
     Sent(Sent),
     Got(Vec<api::Item>),
@@ -199,11 +205,13 @@ impl Pass {
     /// Adds `key` (a slice of `input`) to the get gathered for `remote` (a
     /// new one if there is none, or if it touches differently); returns
     /// (call, position).
+    #[allow(clippy::too_many_arguments)]
     fn get(
         &mut self,
         table: &Table,
         remote: usize,
         touch: Option<i64>,
+        omit: u32,
         input: &Bytes,
         key: &[u8],
     ) -> (usize, usize) {
@@ -212,8 +220,14 @@ impl Pass {
         }
         if let Some(c) = self.open[remote] {
             match &mut self.calls[c] {
-                Call::Gathering { touch: t, keys, .. } if *t == touch => {
+                Call::Gathering {
+                    touch: t,
+                    keys,
+                    omit: o,
+                    ..
+                } if *t == touch => {
                     keys.push(share(input, key));
+                    *o &= omit;
                     return (c, keys.len() - 1);
                 }
                 _ => self.send(table, remote),
@@ -225,6 +239,7 @@ impl Pass {
             remote,
             touch,
             keys,
+            omit,
         });
         let c = self.calls.len() - 1;
         self.open[remote] = Some(c);
@@ -241,13 +256,16 @@ impl Pass {
             remote,
             touch,
             keys,
+            omit,
         } = std::mem::replace(&mut self.calls[c], Call::Got(Vec::new()))
         {
             self.calls[c] = Call::Sent(Sent::send(
+                table,
                 &table.remotes[remote],
                 operation::Op::Get(api::GetRequest {
                     keys,
                     touch,
+                    omit,
                     ..Default::default()
                 }),
             ));
@@ -320,7 +338,7 @@ pub(crate) fn plan<'a>(
                         call: {
                             // The peer sees the gathered gets first.
                             pass.send(table, i);
-                            Sent::send(&table.remotes[i], op())
+                            Sent::send(table, &table.remotes[i], op())
                         },
                         what,
                     },
@@ -449,6 +467,7 @@ pub(crate) fn plan<'a>(
                 .iter()
                 .map(|remote| {
                     Sent::send(
+                        table,
                         remote,
                         operation::Op::FlushAll(api::FlushAllRequest {
                             delay,
@@ -511,6 +530,7 @@ fn plan_get<'a>(
         )
     };
 
+    let omit = omitted(&request.reply, debug);
     // One key, the common case: no lists to build.
     let mut iter = keys.iter();
     if let (Some(key), None) = (iter.next(), iter.next()) {
@@ -518,7 +538,7 @@ fn plan_get<'a>(
             Owner::Local => return Plan::Local,
             Owner::Unavailable if !table.ready => return Plan::Refuse(not_ready()),
             Owner::Unavailable => None,
-            Owner::Remote(i) => Some(pass.get(table, i, touch, input, key)),
+            Owner::Remote(i) => Some(pass.get(table, i, touch, omit, input, key)),
         };
         count(1);
         return forward(Kind::GetOne { key, call, debug });
@@ -546,7 +566,7 @@ fn plan_get<'a>(
             // An unreachable owner's keys are misses.
             Owner::Unavailable => Slot::Local(None),
             Owner::Remote(i) => {
-                let (call, pos) = pass.get(table, i, touch, input, key);
+                let (call, pos) = pass.get(table, i, touch, omit, input, key);
                 Slot::Remote { call, pos }
             }
         });
@@ -556,6 +576,28 @@ fn plan_get<'a>(
         slots,
         debug,
     })
+}
+
+/// The item fields a get answered as `reply` (or as `me`'s debug line)
+/// never shows, which the owner need not send.
+fn omitted(reply: &Reply<'_>, debug: bool) -> u32 {
+    match reply {
+        _ if debug => 0,
+        Reply::Text(text) if text.verb == TextVerb::Gets => OMIT_META,
+        Reply::Text(_) => OMIT_CAS | OMIT_META,
+        // The CAS is in every binary response's header.
+        Reply::Binary(_) => OMIT_META,
+        Reply::Meta(meta) => {
+            let mut omit = 0;
+            if !meta.cas {
+                omit |= OMIT_CAS;
+            }
+            if !(meta.ttl || meta.last_access || meta.hit_before) {
+                omit |= OMIT_META;
+            }
+            omit
+        }
+    }
 }
 
 fn store_mode(mode: StoreMode) -> ApiStoreMode {

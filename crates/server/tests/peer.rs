@@ -20,6 +20,7 @@ use cluster::peer::v1::{
     StoreMode, StoreOutcome, StoreRequest, StoreResponse, TouchRequest, Vivify, operation,
     operation_result,
 };
+use cluster::peer::{OMIT_CAS, OMIT_META};
 use server::{Listeners, Settings};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -298,6 +299,32 @@ async fn get_answers_every_key_in_order_and_touches() {
         .into_inner();
     assert!((999..=1000).contains(&r.items[0].ttl));
     assert!(!r.items[1].found);
+
+    // Fields the caller says it does not need are left out, and only those.
+    let a = |omit: u32| {
+        let mut c = c.clone();
+        async move {
+            let r = c
+                .get(GetRequest {
+                    omit,
+                    ..get_keys(&["a"])
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let a = r.items[0].clone();
+            assert!(a.found && a.flags == 0xdead_beef && a.value == b("alpha"));
+            (
+                a.cas != 0,
+                a.ttl != 0 && a.size != 0 && a.last_access < 5 && a.fetched,
+            )
+        }
+    };
+    assert_eq!(a(0).await, (true, true));
+    assert_eq!(a(OMIT_CAS).await, (false, true));
+    assert_eq!(a(OMIT_META).await, (true, false));
+    let none = a(OMIT_CAS | OMIT_META).await;
+    assert_eq!(none, (false, false));
     node.stop().await;
 }
 
@@ -486,6 +513,7 @@ fn every_op(namespace: &Bytes, key: Bytes) -> Vec<Operation> {
             namespace: ns.clone(),
             keys: vec![key.clone()],
             touch: None,
+            omit: 0,
         }),
         Op::Store(StoreRequest {
             namespace: ns.clone(),
