@@ -85,12 +85,17 @@ async fn a_peer_that_never_answers_costs_the_deadline_and_no_more() {
             assert_unavailable(answer.await);
         }
         let took = started.elapsed();
-        assert!(
-            // Not before the deadline; the upper bound only means "did not
-            // hang" (loose: this machine is shared).
-            took >= Duration::from_millis(290) && took < Duration::from_secs(3),
-            "round {round}: {took:?}"
-        );
+        // The upper bound only means "did not hang" (loose: this machine
+        // is shared).
+        assert!(took < Duration::from_secs(3), "round {round}: {took:?}");
+        // The first round waits out the deadline: the peer accepted the
+        // connection, so an answer might still come. A later round may
+        // fail sooner, which is fine: once the handshake has failed,
+        // tonic's reconnecting channel can report the broken peer at once
+        // (seen once in about fifteen runs, under load: 657 µs).
+        if round == 0 {
+            assert!(took >= Duration::from_millis(290), "round 0: {took:?}");
+        }
     }
     let started = Instant::now();
     assert_unavailable(peer.unary(get("k")).await);
