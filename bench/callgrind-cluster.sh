@@ -7,8 +7,9 @@
 # Every node runs under `valgrind --tool=callgrind`. The client sends N1,
 # then (in a fresh setup) N2 requests: CONNS connections, pipelined DEPTH
 # deep, 90/10 get/set over 1000 preloaded 100 B values. The figure is the
-# marginal (Ir(N2) - Ir(N1)) / (N2 - N1) summed over the nodes, which
-# cancels start-up and shutdown. Kernel time (syscalls, loopback TCP) is not
+# marginal (Ir(N2) - Ir(N1)) / (N2 - N1) summed over the nodes, counted
+# from after the preload (`callgrind_control -z`), which leaves out start-up
+# and cancels shutdown. Kernel time (syscalls, loopback TCP) is not
 # counted: see bench/cluster.sh for wall-clock figures.
 #
 # Usage: bench/callgrind-cluster.sh
@@ -60,6 +61,10 @@ ir() {
         sleep 0.2
     done
     "$LOADGEN" --server "127.0.0.1:$B" --protocol "$PROTOCOL" --fill 1000 --connections 1 --pipeline 32 >/dev/null
+    # Start-up and the preload are left out (as in callgrind.sh).
+    for p in "${PIDS[@]}"; do
+        callgrind_control -z "$p" >/dev/null 2>&1 || { echo "callgrind-cluster.sh: callgrind_control -z failed" >&2; exit 1; }
+    done
     "$LOADGEN" --server "127.0.0.1:$B" --protocol "$PROTOCOL" --connections "$CONNS" --pipeline "$DEPTH" \
         --keys 1000 --ratio 1:9 --requests "$2" --assume-preloaded >/dev/null 2>&1
     for p in "${PIDS[@]}"; do kill -TERM "$p"; done

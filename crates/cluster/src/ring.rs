@@ -125,6 +125,11 @@ pub struct Ring {
     positions: Box<[u64]>,
     /// `owner_at[i]`: the member (index into `members`) at `positions[i]`.
     owner_at: Box<[u32]>,
+    /// A lookup shortcut: `buckets[b]` is the first index into `positions`
+    /// at or after `b << bucket_shift`, so a point's search is confined to
+    /// its bucket (about one position) instead of a binary search over all.
+    buckets: Box<[u32]>,
+    bucket_shift: u32,
     version: u64,
 }
 
@@ -156,14 +161,30 @@ impl Ring {
             .unzip::<_, _, Vec<_>, Vec<_>>();
         debug_assert!(positions.is_sorted());
         let version = version(&members, vnodes);
+        let (buckets, bucket_shift) = buckets(&positions);
         Ring {
             members,
             vnodes,
             ring,
             positions: positions.into(),
             owner_at: owner_at.into(),
+            buckets,
+            bucket_shift,
             version,
         }
+    }
+
+    /// The index of the first position at or after `at` (`positions.len()`
+    /// when there is none): `positions.partition_point(|&p| p < at)`,
+    /// searched within `at`'s bucket only.
+    fn first_at_or_after(&self, at: u64) -> usize {
+        let b = at.checked_shr(self.bucket_shift).unwrap_or(0) as usize;
+        let start = self.buckets[b] as usize;
+        let end = self
+            .buckets
+            .get(b + 1)
+            .map_or(self.positions.len(), |&e| e as usize);
+        start + self.positions[start..end].partition_point(|&p| p < at)
     }
 
     /// A ring with no members: it owns nothing, as a node that has not
@@ -184,8 +205,7 @@ impl Ring {
         if self.positions.is_empty() {
             return None;
         }
-        let at = point(key);
-        let i = self.positions.partition_point(|&p| p < at);
+        let i = self.first_at_or_after(point(key));
         let i = if i == self.positions.len() { 0 } else { i };
         Some(self.owner_at[i] as usize)
     }
@@ -199,8 +219,7 @@ impl Ring {
         if n == 0 {
             return Vec::new();
         }
-        let at = point(key);
-        let start = self.positions.partition_point(|&p| p < at);
+        let start = self.first_at_or_after(point(key));
         let (before, from) = self.owner_at.split_at(start);
         // Every member has a virtual node, so one lap finds them all; `n`
         // is small (replicas), so a linear `contains` beats a set.
@@ -260,6 +279,25 @@ impl std::fmt::Debug for Ring {
             .field("version", &format_args!("{:016x}", self.version))
             .finish_non_exhaustive()
     }
+}
+
+/// The bucket index of sorted `positions`: as many buckets as the next power
+/// of two at or above their number (at most 2^20), each the first index at
+/// or after its start; and the shift that turns a point into its bucket.
+fn buckets(positions: &[u64]) -> (Box<[u32]>, u32) {
+    let count = positions.len().next_power_of_two().clamp(1, 1 << 20);
+    let shift = u64::BITS - count.trailing_zeros();
+    let mut buckets = Vec::with_capacity(count);
+    let mut i = 0;
+    for b in 0..count as u64 {
+        // With one bucket the shift is 64: every point is in bucket 0.
+        let start = b.checked_shl(shift).unwrap_or(0);
+        while i < positions.len() && positions[i] < start {
+            i += 1;
+        }
+        buckets.push(u32::try_from(i).expect("fewer than 2^32 virtual nodes"));
+    }
+    (buckets.into(), shift)
 }
 
 /// The ring version of the module docs. `members` must be sorted.

@@ -412,3 +412,29 @@ fn owner_index_names_the_same_member_as_owner() {
     }
     assert_eq!(Ring::empty().owner_index(b"k"), None);
 }
+
+#[test]
+fn the_bucket_index_finds_what_a_binary_search_over_every_position_finds() {
+    let mut rng = Rng(0x5eed_b0c4);
+    for members in [0, 1, 2, 3, 7, 10] {
+        for vnodes in [1, 3, 160] {
+            let names: Vec<String> = (0..members).map(|i| format!("shoal-{i}")).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let ring = Ring::new(self::names(&refs), vnodes);
+            let positions = &ring.positions;
+            // Random points, every position and its neighbours, both ends.
+            let mut points: Vec<u64> = (0..2000).map(|_| rng.next()).collect();
+            for &p in positions.iter() {
+                points.extend([p.wrapping_sub(1), p, p.wrapping_add(1)]);
+            }
+            points.extend([0, 1, u64::MAX - 1, u64::MAX]);
+            for at in points {
+                assert_eq!(
+                    ring.first_at_or_after(at),
+                    positions.partition_point(|&p| p < at),
+                    "{members} members x {vnodes}, point {at:#x}"
+                );
+            }
+        }
+    }
+}
