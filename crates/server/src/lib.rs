@@ -160,6 +160,8 @@ pub(crate) struct Counters {
 /// State shared by every connection of one node.
 pub(crate) struct Node {
     pub store: store::Store,
+    /// The store's clock, ticked by [`clock_loop`].
+    pub clock: Arc<store::TickingClock>,
     pub settings: Settings,
     pub limits: protocol::Limits,
     pub counters: Counters,
@@ -182,14 +184,15 @@ impl Node {
             max_item_size: settings.max_item_size,
             ..store::Config::default()
         };
+        let clock = Arc::new(store::TickingClock::new());
         let store = match &membership {
             // CAS values carry this process's identity (see `cas_tag`).
             Some(m) => {
                 let view = m.view();
                 let tag = cas_tag(view.local.name(), view.generation());
-                store::Store::with_cas_start(config, Arc::new(store::SystemClock), tag << 48)
+                store::Store::with_cas_start(config, clock.clone(), tag << 48)
             }
-            None => store::Store::new(config),
+            None => store::Store::with_clock(config, clock.clone()),
         };
         let router = membership.map(|m| {
             let client = settings
@@ -205,6 +208,7 @@ impl Node {
         };
         Node {
             store,
+            clock,
             settings,
             limits,
             counters: Counters::default(),
@@ -312,6 +316,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
 
     let sweeper = tokio::spawn(sweep_loop(node.clone(), stop_rx.clone()));
+    let ticker = tokio::spawn(clock_loop(node.clone()));
     let follower = views.map(|views| tokio::spawn(router::follow(node.clone(), views)));
     let upkeep = node
         .metrics
@@ -361,6 +366,7 @@ pub async fn run(
         tasks.abort_all();
     }
     sweeper.abort();
+    ticker.abort();
     if let Some(task) = upkeep {
         task.abort();
     }
@@ -374,6 +380,21 @@ pub async fn run(
         let _ = std::fs::remove_file(path);
     }
     Ok(())
+}
+
+/// How often the store's clock is set from the system's.
+const CLOCK_TICK: Duration = Duration::from_millis(10);
+
+/// Keeps the store's clock (whole seconds) within [`CLOCK_TICK`] of the
+/// system's, so commands read the time from memory. Runs until aborted,
+/// after the last connection has drained.
+async fn clock_loop(node: Arc<Node>) {
+    let mut tick = tokio::time::interval(CLOCK_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        tick.tick().await;
+        node.clock.tick();
+    }
 }
 
 /// Expire items in the background, so expired items that nobody asks for do

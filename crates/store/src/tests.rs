@@ -1184,3 +1184,14 @@ fn retain_drops_exactly_the_refused_keys_and_frees_their_memory() {
     set(&s, "key1", "again");
     assert_eq!(value(&s, "key1").as_deref(), Some("again"));
 }
+
+#[test]
+fn a_ticking_clock_reads_the_time_it_was_last_ticked_to() {
+    let clock = TickingClock::new();
+    let system = || SystemClock.now();
+    assert!(system().abs_diff(clock.now()) <= 1);
+    clock.now.store(5, Ordering::Relaxed);
+    assert_eq!(clock.now(), 5, "a read does not look at the system clock");
+    clock.tick();
+    assert!(system().abs_diff(clock.now()) <= 1);
+}
