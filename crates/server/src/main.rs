@@ -11,16 +11,6 @@ use server::{ClusterSettings, Config, Listeners, Settings};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tracing::{info, warn};
 
-/// mimalloc, not glibc's malloc: forwarding allocates and frees many
-/// short-lived buffers (gRPC frames, decoded batches), on which glibc spent
-/// about a sixth of a 3-node cluster's CPU (in `malloc_consolidate` above
-/// all); with mimalloc the cluster served ~20% more requests on one core,
-/// and an item costs about the same resident memory (191 B against 187 B
-/// for 13 B keys and 100 B values; `bench/memory.sh`). The store charges
-/// items by mimalloc's size classes (`store::shard::malloc_chunk`).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_logging(config.verbosity());

@@ -23,9 +23,8 @@
 //!
 //! # Memory accounting
 //! Each linked item is charged `malloc_chunk(32 + key + value) + 30`, where
-//! `malloc_chunk(n)` is the block the binary's allocator (mimalloc) really
-//! hands out for `n` bytes (`n` rounded up to its size class: a multiple of
-//! 8 up to 64, then four classes per doubling) and 30 bytes is the item's share
+//! `malloc_chunk(n)` is what glibc's malloc really carves for `n` bytes
+//! (`n + 8` rounded up to 16, at least 32) and 30 bytes is the item's share
 //! of the index (slab entry and table slot, with their average growth
 //! slack). The sum of charges (plus charges reserved by writes in flight)
 //! never exceeds [`Config::memory_limit`]: a write that needs room evicts
@@ -35,11 +34,10 @@
 //! reader (a `get` being written out) are no longer charged, as in memcached.
 //!
 //! For 1M items of 13-byte keys and 100-byte values this charges 190 B per
-//! item (a 160-byte block + 30), and the process's resident memory grows by
-//! about 187 B per item with glibc's malloc (`cargo run --release -p
-//! shoal-store --example rss`) and 191 B in the shoal binary, on mimalloc
-//! (`bench/memory.sh`), against 196-202 B for memcached 1.6.18 (measured on
-//! the same machine with the same items). The `ops` example
+//! item (a 160-byte malloc chunk + 30), and the process's resident memory
+//! grows by about 187 B per item (`cargo run --release -p shoal-store
+//! --example rss`), against 196-200 B for memcached 1.6.18 (200 B measured
+//! on the same machine with the same items). The `ops` example
 //! times single-thread gets and sets.
 //!
 //! # Expiry and flush

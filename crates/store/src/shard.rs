@@ -32,48 +32,13 @@ pub(crate) const NIL: u32 = u32::MAX;
 /// between 7/16 and 7/8, ~1.58x on average (8 bytes). 22 + 8 = 30.
 pub(crate) const INDEX_SHARE: usize = 30;
 
-/// The block the allocator really hands out for a request of `size` bytes:
-/// the shoal binary runs on mimalloc, which keeps no header per block and
-/// rounds a request up to its size class — a multiple of 8 up to 64 bytes,
-/// then four classes per doubling (80, 96, 112, 128, 160, 192, ...). Its
-/// huge-object path (over 8 MiB by default) rounds to pages instead, within
-/// a few KiB of this, so that is ignored.
+/// The size of the chunk glibc's malloc carves for a request of `size`
+/// bytes: the request plus its 8-byte size field, rounded up to 16, at least
+/// 32. (Allocations above the mmap threshold, 128 KiB by default, are really
+/// page-rounded; the difference is under 4 KiB on an item of 128 KiB or more,
+/// so it is ignored.)
 pub(crate) fn malloc_chunk(size: usize) -> usize {
-    let words = size.div_ceil(8).max(1);
-    if words <= 8 {
-        return words * 8;
-    }
-    // The highest bit of words - 1 picks the doubling; the next two the
-    // class within it.
-    let step = 1usize << ((usize::BITS - 1 - (words - 1).leading_zeros()) - 2);
-    words.next_multiple_of(step) * 8
-}
-
-#[cfg(test)]
-#[test]
-fn malloc_chunk_is_mimallocs_size_class() {
-    let classes: Vec<(usize, usize)> = [1, 8, 9, 64, 65, 80, 81, 128, 129, 145, 257, 1000, 1025]
-        .iter()
-        .map(|&n| (n, malloc_chunk(n)))
-        .collect();
-    assert_eq!(
-        classes,
-        [
-            (1, 8),
-            (8, 8),
-            (9, 16),
-            (64, 64),
-            (65, 80),
-            (80, 80),
-            (81, 96),
-            (128, 128),
-            (129, 160),
-            (145, 160),
-            (257, 320),
-            (1000, 1024),
-            (1025, 1280)
-        ]
-    );
+    (size.saturating_add(8 + 15) & !15).max(32)
 }
 
 /// Bytes an item is charged against the memory limit: its malloc chunk plus
