@@ -239,7 +239,10 @@ pub(crate) fn encode(
     out: &mut OutBuf,
 ) {
     if let Some(m) = metrics {
-        m.answered(cmd, reply, response, stored);
+        // A get's END is no request of its own (a stats answer's is).
+        if !matches!(response, Response::End) || cmd == Cmd::Stats {
+            m.answered(cmd, reply, response, stored);
+        }
     }
     protocol::encode(reply, response, out);
 }
@@ -502,7 +505,7 @@ impl Metrics {
     ///
     /// `stored` is the key and value length of a storage command, for its
     /// key family; gets' keys come with their answers.
-    #[inline]
+    #[inline(always)]
     pub fn answered(
         &self,
         cmd: Cmd,
