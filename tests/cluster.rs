@@ -22,6 +22,15 @@ use e2e::{ClusterNode, Memcached, Packet, mask_cas, wait_until};
 /// fails (the fast profile needs about a second).
 const SETTLE: Duration = Duration::from_secs(20);
 
+/// The names `start_cluster(3)` gives its nodes.
+const NAMES: [&str; 3] = ["shoal-0", "shoal-1", "shoal-2"];
+
+/// Sixty keys `prefix0` … `prefix59`: enough that every node of three owns
+/// some (see [`owned_by`]).
+fn candidates(prefix: &str) -> Vec<String> {
+    (0..60).map(|i| format!("{prefix}{i}")).collect()
+}
+
 fn start_cluster(n: usize) -> Vec<ClusterNode> {
     let first = ClusterNode::start("shoal-0", &[]);
     let seeds = [first.gossip];
@@ -65,7 +74,7 @@ fn every_text_command_through_every_node_answers_as_memcached() {
     let nodes = start_cluster(3);
     let memcached = Memcached::start(&[]);
     // The cases' keys must not all live on one node.
-    let names = ["shoal-0", "shoal-1", "shoal-2"];
+    let names = NAMES;
     let owners: BTreeSet<String> = ["k", "a", "b", "n", "m", "f", "x", "s", "big", "near"]
         .iter()
         .map(|k| owner(&names, k))
@@ -144,7 +153,7 @@ fn every_binary_command_through_every_node_answers_as_memcached() {
 #[test]
 fn a_multi_get_spanning_every_owner_answers_in_the_clients_order() {
     let nodes = start_cluster(3);
-    let names = ["shoal-0", "shoal-1", "shoal-2"];
+    let names = NAMES;
     let keys: Vec<String> = (0..100).map(|i| format!("key:{i}")).collect();
     let owners: BTreeSet<String> = keys.iter().map(|k| owner(&names, k)).collect();
     assert_eq!(owners.len(), 3);
@@ -209,18 +218,13 @@ fn requests_split_across_reads_are_forwarded_whole() {
     // anywhere by the network, small or up to the item limit, must reach
     // the owner byte for byte, in order with the requests around it.
     let nodes = start_cluster(3);
-    let names = ["shoal-0", "shoal-1", "shoal-2"];
-    let candidates: Vec<String> = (0..60).map(|i| format!("split:{i}")).collect();
+    let names = NAMES;
+    let pool = candidates("split:");
     let mut keys = Vec::new();
     for name in &names[1..] {
-        keys.extend(
-            owned_by(&names, name, &candidates)
-                .into_iter()
-                .take(3)
-                .cloned(),
-        );
+        keys.extend(owned_by(&names, name, &pool).into_iter().take(3).cloned());
     }
-    keys.push(owned_by(&names, "shoal-0", &candidates)[0].clone());
+    keys.push(owned_by(&names, "shoal-0", &pool)[0].clone());
     let sizes = [1, 100, 70_000, 1_000_000];
     let value = |i: usize, len: usize| -> Vec<u8> {
         (0..len).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect()
@@ -323,8 +327,8 @@ fn owned_by<'k>(names: &[&str], name: &str, candidates: &'k [String]) -> Vec<&'k
 #[test]
 fn a_crashed_node_is_dropped_its_keys_served_cold_and_it_rejoins() {
     let mut nodes = start_cluster(3);
-    let names = ["shoal-0", "shoal-1", "shoal-2"];
-    let keys: Vec<String> = (0..60).map(|i| format!("c{i}")).collect();
+    let names = NAMES;
+    let keys = candidates("c");
     let victims = owned_by(&names, "shoal-2", &keys);
     assert!(!victims.is_empty());
     let mut set = String::new();
@@ -490,9 +494,9 @@ fn a_peer_serves_a_key_it_does_not_own_only_to_a_caller_routing_with_its_own_rin
         peer_client::PeerClient,
     };
     let nodes = start_cluster(3);
-    let names = ["shoal-0", "shoal-1", "shoal-2"];
-    let candidates: Vec<String> = (0..60).map(|i| format!("ring:{i}")).collect();
-    let key = owned_by(&names, "shoal-1", &candidates)[0].clone();
+    let names = NAMES;
+    let pool = candidates("ring:");
+    let key = owned_by(&names, "shoal-1", &pool)[0].clone();
     assert_eq!(
         nodes[0]
             .conn()
@@ -556,8 +560,8 @@ fn a_forwarded_get_carries_the_cas_wherever_its_protocol_shows_it() {
     // The entry node asks the owner only for the fields the client's
     // command shows; the CAS must survive wherever one is shown.
     let nodes = start_cluster(3);
-    let names = ["shoal-0", "shoal-1", "shoal-2"];
-    let keys: Vec<String> = (0..60).map(|i| format!("c{i}")).collect();
+    let names = NAMES;
+    let keys = candidates("c");
     let key = owned_by(&names, "shoal-1", &keys)[0];
     let mut conn = nodes[0].conn();
     let got = conn.text_str(&format!("set {key} 7 0 5\r\nhello\r\ngets {key}\r\n"));
@@ -602,8 +606,8 @@ fn a_forwarded_get_carries_the_cas_wherever_its_protocol_shows_it() {
 #[test]
 fn cas_tokens_of_one_node_never_match_on_another() {
     let nodes = start_cluster(3);
-    let names = ["shoal-0", "shoal-1", "shoal-2"];
-    let keys: Vec<String> = (0..60).map(|i| format!("t{i}")).collect();
+    let names = NAMES;
+    let keys = candidates("t");
     // One key per owner, and each owner's CAS values.
     let mut tags = BTreeSet::new();
     for name in names {
