@@ -74,10 +74,9 @@ fn every_text_command_through_every_node_answers_as_memcached() {
     let nodes = start_cluster(3);
     let memcached = Memcached::start(&[]);
     // The cases' keys must not all live on one node.
-    let names = NAMES;
     let owners: BTreeSet<String> = ["k", "a", "b", "n", "m", "f", "x", "s", "big", "near"]
         .iter()
-        .map(|k| owner(&names, k))
+        .map(|k| owner(&NAMES, k))
         .collect();
     assert!(owners.len() >= 2, "the cases' keys all live on {owners:?}");
 
@@ -153,9 +152,8 @@ fn every_binary_command_through_every_node_answers_as_memcached() {
 #[test]
 fn a_multi_get_spanning_every_owner_answers_in_the_clients_order() {
     let nodes = start_cluster(3);
-    let names = NAMES;
     let keys: Vec<String> = (0..100).map(|i| format!("key:{i}")).collect();
-    let owners: BTreeSet<String> = keys.iter().map(|k| owner(&names, k)).collect();
+    let owners: BTreeSet<String> = keys.iter().map(|k| owner(&NAMES, k)).collect();
     assert_eq!(owners.len(), 3);
     // Written through each node in turn, every third key missing.
     let mut set = Vec::new();
@@ -218,13 +216,12 @@ fn requests_split_across_reads_are_forwarded_whole() {
     // anywhere by the network, small or up to the item limit, must reach
     // the owner byte for byte, in order with the requests around it.
     let nodes = start_cluster(3);
-    let names = NAMES;
     let pool = candidates("split:");
     let mut keys = Vec::new();
-    for name in &names[1..] {
-        keys.extend(owned_by(&names, name, &pool).into_iter().take(3).cloned());
+    for name in &NAMES[1..] {
+        keys.extend(owned_by(&NAMES, name, &pool).into_iter().take(3).cloned());
     }
-    keys.push(owned_by(&names, "shoal-0", &pool)[0].clone());
+    keys.push(owned_by(&NAMES, "shoal-0", &pool)[0].clone());
     let sizes = [1, 100, 70_000, 1_000_000];
     let value = |i: usize, len: usize| -> Vec<u8> {
         (0..len).map(|j| b'a' + ((i * 7 + j) % 26) as u8).collect()
@@ -327,9 +324,8 @@ fn owned_by<'k>(names: &[&str], name: &str, candidates: &'k [String]) -> Vec<&'k
 #[test]
 fn a_crashed_node_is_dropped_its_keys_served_cold_and_it_rejoins() {
     let mut nodes = start_cluster(3);
-    let names = NAMES;
     let keys = candidates("c");
-    let victims = owned_by(&names, "shoal-2", &keys);
+    let victims = owned_by(&NAMES, "shoal-2", &keys);
     assert!(!victims.is_empty());
     let mut set = String::new();
     for key in &keys {
@@ -494,9 +490,8 @@ fn a_peer_serves_a_key_it_does_not_own_only_to_a_caller_routing_with_its_own_rin
         peer_client::PeerClient,
     };
     let nodes = start_cluster(3);
-    let names = NAMES;
     let pool = candidates("ring:");
-    let key = owned_by(&names, "shoal-1", &pool)[0].clone();
+    let key = owned_by(&NAMES, "shoal-1", &pool)[0].clone();
     assert_eq!(
         nodes[0]
             .conn()
@@ -504,7 +499,7 @@ fn a_peer_serves_a_key_it_does_not_own_only_to_a_caller_routing_with_its_own_rin
         "STORED\r\n"
     );
     let version = Ring::new(
-        names.iter().map(|n| NodeName::new(n).unwrap()),
+        NAMES.iter().map(|n| NodeName::new(n).unwrap()),
         DEFAULT_VNODES,
     )
     .version();
@@ -560,9 +555,8 @@ fn a_forwarded_get_carries_the_cas_wherever_its_protocol_shows_it() {
     // The entry node asks the owner only for the fields the client's
     // command shows; the CAS must survive wherever one is shown.
     let nodes = start_cluster(3);
-    let names = NAMES;
     let keys = candidates("c");
-    let key = owned_by(&names, "shoal-1", &keys)[0];
+    let key = owned_by(&NAMES, "shoal-1", &keys)[0];
     let mut conn = nodes[0].conn();
     let got = conn.text_str(&format!("set {key} 7 0 5\r\nhello\r\ngets {key}\r\n"));
     let cas: u64 = got
@@ -606,12 +600,11 @@ fn a_forwarded_get_carries_the_cas_wherever_its_protocol_shows_it() {
 #[test]
 fn cas_tokens_of_one_node_never_match_on_another() {
     let nodes = start_cluster(3);
-    let names = NAMES;
     let keys = candidates("t");
     // One key per owner, and each owner's CAS values.
     let mut tags = BTreeSet::new();
-    for name in names {
-        let key = owned_by(&names, name, &keys)[0];
+    for name in NAMES {
+        let key = owned_by(&NAMES, name, &keys)[0];
         let got = nodes[0]
             .conn()
             .text_str(&format!("set {key} 0 0 1\r\nx\r\ngets {key}\r\n"));

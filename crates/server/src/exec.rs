@@ -198,10 +198,9 @@ pub(crate) fn execute(node: &Node, cmd: Cmd, request: &Request<'_>, out: &mut Ou
     }
 }
 
-/// A get's answer for one found item. Large values are handed on as shared
-/// `Bytes` over the item itself, so they reach the socket without a copy.
-/// A hit on a local item, its key family counted (see
-/// [`Metrics::local_hit`]).
+/// A get's answer for one found local item, its key family counted (see
+/// [`Metrics::local_hit`]). Large values are handed on as shared `Bytes`
+/// over the item itself, so they reach the socket without a copy.
 pub(crate) fn hit<'a>(
     metrics: Option<&Metrics>,
     key: &'a [u8],

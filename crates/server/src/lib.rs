@@ -160,7 +160,7 @@ pub(crate) struct Counters {
 /// State shared by every connection of one node.
 pub(crate) struct Node {
     pub store: store::Store,
-    /// The store's clock, ticked by [`clock_loop`].
+    /// The store's clock, ticked by [`start_clock`]'s thread.
     pub clock: Arc<store::TickingClock>,
     pub settings: Settings,
     pub limits: protocol::Limits,

@@ -239,10 +239,7 @@ pub(crate) fn encode(
     out: &mut OutBuf,
 ) {
     if let Some(m) = metrics {
-        // A get's END is no request of its own (a stats answer's is).
-        if !matches!(response, Response::End) || cmd == Cmd::Stats {
-            m.answered(cmd, reply, response, stored);
-        }
+        m.answered(cmd, reply, response, stored);
     }
     protocol::encode(reply, response, out);
 }
@@ -547,14 +544,11 @@ impl Metrics {
     /// the key once and kept in the item's tag, so a hit rarely classifies.
     #[inline]
     pub fn local_hit(&self, item: &store::Item) {
-        let id = match item.tag() {
-            0 => {
-                let id = self.families.classify(item.key()).index();
-                item.set_tag(family_tag(id));
-                id
-            }
-            tag => usize::from(tag) - 1,
-        };
+        let tag = item.tag();
+        let id = self.family_of(tag, item.key());
+        if tag == 0 {
+            item.set_tag(family_tag(id));
+        }
         self.count_family(id, FAMILY_HIT, item.value().len());
     }
 
@@ -567,11 +561,17 @@ impl Metrics {
     /// A store of `len` value bytes for `key`, whose item was tagged `tag`
     /// (0: classified here).
     pub fn stored(&self, tag: u8, key: &[u8], len: usize) {
-        let id = match tag {
+        self.count_family(self.family_of(tag, key), FAMILY_STORED, len);
+    }
+
+    /// The family of `key`, read from its item's `tag` ([`family_tag`])
+    /// when it has one, else classified.
+    #[inline]
+    fn family_of(&self, tag: u8, key: &[u8]) -> usize {
+        match tag {
             0 => self.families.classify(key).index(),
             tag => usize::from(tag) - 1,
-        };
-        self.count_family(id, FAMILY_STORED, len);
+        }
     }
 
     /// The most requested and the most missed keys (estimates, scaled for

@@ -142,6 +142,13 @@ impl Clock for TickingClock {
     }
 }
 
+/// The tag of an item replacing one tagged `old` (0: none, or no old
+/// item): a tag depends only on the key, so the old one is kept; only
+/// without one is `fresh` asked.
+fn taken_over(old: u8, fresh: impl FnOnce() -> u8) -> u8 {
+    if old != 0 { old } else { fresh() }
+}
+
 /// A clock that moves only when told: for tests of expiry and flush.
 #[derive(Debug, Default)]
 pub struct ManualClock {
@@ -537,7 +544,7 @@ impl Store {
         flags: u32,
         exptime: i64,
         cas: u64,
-        tag: impl FnMut() -> u8,
+        tag: impl FnOnce() -> u8,
     ) -> Result<(StoreOutcome, u8), Error> {
         let hash = self.hash(key);
         if Self::item_size_with_flags(key.len(), value.len(), flags) > self.config.max_item_size
@@ -574,7 +581,7 @@ impl Store {
         expiry: Expiry,
         cas: u64,
         now: u32,
-        mut tag: impl FnMut() -> u8,
+        tag: impl FnOnce() -> u8,
     ) -> Result<(StoreOutcome, u8), Error> {
         let new_cas = self.next_cas();
         // Built before taking the lock: the copy of a large value does not
@@ -651,10 +658,8 @@ impl Store {
                 old.unwrap_or(NIL),
             ) {
                 Fit::Done => {
-                    let new_tag = match old.and_then(|i| shard.item(i)).map(Item::tag) {
-                        Some(t) if t != 0 => t,
-                        _ => tag(),
-                    };
+                    let old_tag = old.and_then(|i| shard.item(i)).map_or(0, Item::tag);
+                    let new_tag = taken_over(old_tag, tag);
                     new_item.set_tag(new_tag);
                     let _displaced = match old {
                         Some(i) => shard.replace(i, new_item, new_charge, old_charge),
@@ -694,7 +699,7 @@ impl Store {
         data: &[u8],
         cas: u64,
         now: u32,
-        mut tag: impl FnMut() -> u8,
+        tag: impl FnOnce() -> u8,
     ) -> (StoreOutcome, u8) {
         let index = self.shard_index(hash);
         let mut reserved = 0;
@@ -742,10 +747,7 @@ impl Store {
             }
             match shard.fit(&ctx, new_charge, old_charge, &mut reserved, idx) {
                 Fit::Done => {
-                    let new_tag = match old_tag {
-                        0 => tag(),
-                        t => t,
-                    };
+                    let new_tag = taken_over(old_tag, tag);
                     new_item.set_tag(new_tag);
                     let new_cas = new_item.cas();
                     let _displaced = shard.replace(idx, new_item, new_charge, old_charge);
