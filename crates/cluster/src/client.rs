@@ -30,6 +30,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -40,6 +41,7 @@ use tokio::time::Instant;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::packed::FEATURE_PACKED_GETS;
 use crate::peer::v1::peer_client::PeerClient;
 use crate::peer::v1::{
     BatchRequest, BatchResponse, ErrorCode, Operation, OperationResult, operation, operation_result,
@@ -293,6 +295,9 @@ pub struct Peer {
     queue: mpsc::Sender<Queued>,
     client: PeerClient<Channel>,
     deadline: Duration,
+    /// The peer's stream answered with `FEATURE_PACKED_GETS` (cleared
+    /// whenever a new stream starts: the peer may have been replaced).
+    packs: Arc<AtomicBool>,
 }
 
 impl Peer {
@@ -318,13 +323,27 @@ impl Peer {
             .max_decoding_message_size(config.max_response_bytes);
         let (queue, rx) = mpsc::channel(config.max_queued.max(1));
         let addr: Arc<str> = Arc::from(addr);
-        tokio::spawn(run(rx, client.clone(), config.clone(), addr.clone()));
+        let packs = Arc::new(AtomicBool::new(false));
+        tokio::spawn(run(
+            rx,
+            client.clone(),
+            config.clone(),
+            addr.clone(),
+            packs.clone(),
+        ));
         Ok(Peer {
             addr,
             queue,
             client,
             deadline: config.deadline,
+            packs,
         })
+    }
+
+    /// Whether the peer has said it reads packed gets
+    /// ([`crate::packed`]): until it has, gets go to it as `keys`.
+    pub fn packs(&self) -> bool {
+        self.packs.load(Ordering::Relaxed)
     }
 
     /// The address this handle sends to.
@@ -513,6 +532,7 @@ async fn run(
     client: PeerClient<Channel>,
     config: ClientConfig,
     addr: Arc<str>,
+    packs: Arc<AtomicBool>,
 ) {
     let mut carry = None;
     loop {
@@ -522,7 +542,17 @@ async fn run(
                 None => return,
             }
         }
-        let why = match session(&mut queue, &mut carry, client.clone(), &config, &addr).await {
+        // A new stream may reach another process under the same address.
+        packs.store(false, Ordering::Relaxed);
+        let session = session(
+            &mut queue,
+            &mut carry,
+            client.clone(),
+            &config,
+            &addr,
+            &packs,
+        );
+        let why = match session.await {
             End::Closed => return,
             End::Idle => continue,
             End::Broken(why) => why,
@@ -566,6 +596,7 @@ async fn session(
     mut client: PeerClient<Channel>,
     config: &ClientConfig,
     addr: &str,
+    packs: &AtomicBool,
 ) -> End {
     let limits = Limits {
         max_ops: config.max_batch_ops,
@@ -649,6 +680,9 @@ async fn session(
             tokio::select! {
                 answer = answers.message() => match answer {
                     Ok(Some(response)) => {
+                        if response.features & FEATURE_PACKED_GETS != 0 {
+                            packs.store(true, Ordering::Relaxed);
+                        }
                         deliver(&mut in_flight, response).map_err(|e| e.to_string())?;
                     }
                     Ok(None) => return Err("the peer ended the stream".to_owned()),
@@ -832,6 +866,7 @@ mod tests {
             id,
             ring_version: 0,
             results: cases.iter().map(|&c| stored(c)).collect(),
+            features: 0,
         };
         deliver(&mut queue, response(1, &[10, 11])).unwrap();
         deliver(&mut queue, response(2, &[20])).unwrap();
@@ -852,12 +887,14 @@ mod tests {
                 id: 2,
                 ring_version: 0,
                 results: vec![stored(1)],
+                features: 0,
             },
             // Too few results.
             BatchResponse {
                 id: 1,
                 ring_version: 0,
                 results: vec![],
+                features: 0,
             },
         ] {
             let (a, mut a_rx) = in_flight(1, 1);

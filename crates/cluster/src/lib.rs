@@ -19,12 +19,14 @@
 //!
 //! - [`client`]: the pooled peer client; concurrent operations for one
 //!   peer are batched onto one long-lived `Pipeline` stream.
+//! - [`packed`]: the packed form of a forwarded get's keys and answers.
 
 pub mod client;
 pub mod codec;
 pub mod debounce;
 pub mod membership;
 mod node;
+pub mod packed;
 pub mod peer;
 pub mod ring;
 

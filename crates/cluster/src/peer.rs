@@ -38,7 +38,9 @@
 //! - **Client side.** A multi-get is split by [`crate::Ring::owner`]; each
 //!   owner's answer is one `Item` per key in request order (keys are not
 //!   echoed), zipped back with the client's keys into `Hit`s or `Miss`es and
-//!   put back in the client's order. `ErrorCode` maps onto
+//!   put back in the client's order. Once a peer's `BatchResponse` has named
+//!   `FEATURE_PACKED_GETS`, gets that need no meta fields go to it packed
+//!   ([`crate::packed`]): the same answer, laid out for reading in place. `ErrorCode` maps onto
 //!   `protocol::Error`: `TooLarge`, `OutOfMemory`, `NonNumeric` and
 //!   `FlushDisabled` one to one; `Unavailable`, `NotOwner`, a gRPC status or
 //!   a missed deadline become a miss for reads and `Error::Unavailable`
@@ -86,6 +88,12 @@ mod tests {
                 keys: vec![Bytes::from_static(b"k1"), Bytes::from_static(b"k2")],
                 touch: Some(-1),
                 omit: super::OMIT_CAS | super::OMIT_META,
+                packed_keys: Bytes::new(),
+            }),
+            Op::Get(GetRequest {
+                omit: super::OMIT_META,
+                packed_keys: Bytes::from_static(b"\x02k1\x02k2"),
+                ..GetRequest::default()
             }),
             Op::Store(StoreRequest {
                 namespace: Bytes::from_static(b"tenant"),
@@ -150,6 +158,13 @@ mod tests {
                     },
                     Item::default(),
                 ],
+                packed_items: Bytes::new(),
+                values: Vec::new(),
+            }),
+            R::Get(GetResponse {
+                packed_items: Bytes::from_static(b"\x00\x03\x07\x00\x00\x00"),
+                values: vec![Bytes::from_static(b"large")],
+                ..GetResponse::default()
             }),
             R::Store(StoreResponse {
                 error: ErrorCode::TooLarge as i32,
@@ -202,6 +217,7 @@ mod tests {
             id: 42,
             ring_version: 1,
             results: results(),
+            features: crate::packed::FEATURE_PACKED_GETS,
         };
         let wire = Bytes::from(response.encode_to_vec());
         assert_eq!(BatchResponse::decode(wire).unwrap(), response);

@@ -25,8 +25,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cluster::client::Ticket;
+use cluster::packed;
 use cluster::peer::v1::{
     self as api, ArithOp as ApiArithOp, ArithOutcome, DeleteOutcome, ErrorCode, Operation,
     StoreMode as ApiStoreMode, StoreOutcome, operation, operation_result,
@@ -173,12 +174,92 @@ enum Call {
     Gathering {
         remote: usize,
         touch: Option<i64>,
-        keys: Vec<Bytes>,
+        keys: Gathered,
         /// Item fields none of the gathered requests needs.
         omit: u32,
     },
-    Sent(Sent),
-    Got(Vec<api::Item>),
+    Sent {
+        sent: Sent,
+        /// For packed keys: how many, and whether the answer carries CASes.
+        packed: Option<(usize, bool)>,
+    },
+    Got(Got),
+}
+
+/// The keys of a get being gathered for one peer.
+enum Gathered {
+    /// As `GetRequest.keys`: slices of the pass's input, no copy.
+    Listed(Vec<Bytes>),
+    /// As `GetRequest.packed_keys` (a peer that reads them, and no request
+    /// that needs the meta fields), and how many.
+    Packed(BytesMut, usize),
+}
+
+impl Gathered {
+    /// Adds `key` unless it cannot join (a packed list, and a request
+    /// that needs what a packed answer lacks, or a key too long to pack);
+    /// returns its position.
+    fn push(&mut self, input: &Bytes, key: &[u8], omit: u32) -> Option<usize> {
+        match self {
+            Gathered::Listed(keys) => {
+                keys.push(share(input, key));
+                Some(keys.len() - 1)
+            }
+            Gathered::Packed(keys, n) => {
+                if omit & OMIT_META == 0 || !packed::push_key(keys, key) {
+                    return None;
+                }
+                *n += 1;
+                Some(*n - 1)
+            }
+        }
+    }
+}
+
+/// A gathered get's answer: a failed read is no items, all misses.
+enum Got {
+    Listed(Vec<api::Item>),
+    Packed(packed::Items),
+}
+
+/// One forwarded key's item, as either form of answer carries it.
+struct RemoteItem<'a> {
+    flags: u32,
+    cas: u64,
+    value: Value<'a>,
+    /// Only in a listed answer (a packed get never asks for them).
+    ttl: i64,
+    last_access: u32,
+    fetched: bool,
+    size: u32,
+}
+
+impl Got {
+    fn item(&mut self, pos: usize) -> Option<RemoteItem<'_>> {
+        match self {
+            Got::Listed(items) => items.get(pos).filter(|i| i.found).map(|i| RemoteItem {
+                flags: i.flags,
+                cas: i.cas,
+                value: Value::Shared(i.value.clone()),
+                ttl: i.ttl,
+                last_access: i.last_access,
+                fetched: i.fetched,
+                size: i.size,
+            }),
+            Got::Packed(items) => items.get(pos).map(|hit| RemoteItem {
+                flags: hit.flags,
+                cas: hit.cas,
+                value: match hit.value {
+                    packed::Value::Inline(v) => Value::Slice(v),
+                    packed::Value::Shared(v) => Value::Shared(v.clone()),
+                },
+                ttl: 0,
+                last_access: 0,
+                fetched: false,
+                size: 0,
+            }),
+        }
+    }
 }
 
 /// Keys gathered for one peer before a new list must grow.
@@ -219,22 +300,29 @@ impl Pass {
             self.open.resize(table.remotes.len(), None);
         }
         if let Some(c) = self.open[remote] {
-            match &mut self.calls[c] {
-                Call::Gathering {
-                    touch: t,
-                    keys,
-                    omit: o,
-                    ..
-                } if *t == touch => {
-                    keys.push(share(input, key));
-                    *o &= omit;
-                    return (c, keys.len() - 1);
-                }
-                _ => self.send(table, remote),
+            if let Call::Gathering {
+                touch: t,
+                keys,
+                omit: o,
+                ..
+            } = &mut self.calls[c]
+                && *t == touch
+                && let Some(pos) = keys.push(input, key, omit)
+            {
+                *o &= omit;
+                return (c, pos);
             }
+            self.send(table, remote);
         }
-        let mut keys = Vec::with_capacity(GATHER);
-        keys.push(share(input, key));
+        let mut keys = if omit & OMIT_META != 0 && table.remotes[remote].peer.packs() {
+            Gathered::Packed(BytesMut::with_capacity(GATHER * 16), 0)
+        } else {
+            Gathered::Listed(Vec::with_capacity(GATHER))
+        };
+        if keys.push(input, key, omit).is_none() {
+            // Too long to pack (longer than any protocol allows).
+            keys = Gathered::Listed(vec![share(input, key)]);
+        }
         self.calls.push(Call::Gathering {
             remote,
             touch,
@@ -257,18 +345,32 @@ impl Pass {
             touch,
             keys,
             omit,
-        } = std::mem::replace(&mut self.calls[c], Call::Got(Vec::new()))
+        } = std::mem::replace(&mut self.calls[c], Call::Got(Got::Listed(Vec::new())))
         {
-            self.calls[c] = Call::Sent(Sent::send(
-                table,
-                &table.remotes[remote],
-                operation::Op::Get(api::GetRequest {
-                    keys,
-                    touch,
-                    omit,
-                    ..Default::default()
-                }),
-            ));
+            let (request, packed) = match keys {
+                Gathered::Listed(keys) => (
+                    api::GetRequest {
+                        keys,
+                        touch,
+                        omit,
+                        ..Default::default()
+                    },
+                    None,
+                ),
+                Gathered::Packed(keys, n) => (
+                    api::GetRequest {
+                        packed_keys: keys.freeze(),
+                        touch,
+                        omit,
+                        ..Default::default()
+                    },
+                    Some((n, omit & OMIT_CAS == 0)),
+                ),
+            };
+            self.calls[c] = Call::Sent {
+                sent: Sent::send(table, &table.remotes[remote], operation::Op::Get(request)),
+                packed,
+            };
         }
     }
 
@@ -279,20 +381,32 @@ impl Pass {
         }
     }
 
-    /// The items answered to call `c` (awaited on first use; a failed read
-    /// is all misses).
-    async fn items(&mut self, c: usize, node: &Node, net: &mut Net<'_>) -> &[api::Item] {
-        if matches!(self.calls[c], Call::Sent(_)) {
-            let Call::Sent(sent) = std::mem::replace(&mut self.calls[c], Call::Got(Vec::new()))
+    /// The item answered for the `pos`th key of call `c` (the answer is
+    /// awaited on first use; a miss, or a failed read, is `None`).
+    async fn item(
+        &mut self,
+        c: usize,
+        pos: usize,
+        node: &Node,
+        net: &mut Net<'_>,
+    ) -> Option<RemoteItem<'_>> {
+        if matches!(self.calls[c], Call::Sent { .. }) {
+            let Call::Sent { sent, packed } =
+                std::mem::replace(&mut self.calls[c], Call::Got(Got::Listed(Vec::new())))
             else {
                 unreachable!("just matched");
             };
-            self.calls[c] = Call::Got(got_items(sent.wait(node, net).await));
+            let stats = sent.stats.clone();
+            let got = got_items(sent.wait(node, net).await, packed);
+            if got.is_none() {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            self.calls[c] = Call::Got(got.unwrap_or(Got::Listed(Vec::new())));
         }
-        match &self.calls[c] {
-            Call::Got(items) => items,
+        match &mut self.calls[c] {
+            Call::Got(got) => got.item(pos),
             // Not sent (a pass always seals first): nothing to read.
-            Call::Gathering { .. } | Call::Sent(_) => &[],
+            Call::Gathering { .. } | Call::Sent { .. } => None,
         }
     }
 }
@@ -634,7 +748,7 @@ impl Pending<'_> {
             }
             Kind::GetOne { key, call, debug } => {
                 let item = match call {
-                    Some((c, pos)) => pass.items(c, node, net).await.get(pos),
+                    Some((c, pos)) => pass.item(c, pos, node, net).await,
                     None => None,
                 };
                 remote_item(&mut answer, metrics, key, item, debug);
@@ -680,7 +794,7 @@ impl Pending<'_> {
                         Slot::Local(Some(found)) => exec::hit(metrics, key, found, now),
                         Slot::Local(None) => Response::Miss { key },
                         Slot::Remote { call, pos } => {
-                            let item = pass.items(*call, node, net).await.get(*pos);
+                            let item = pass.item(*call, *pos, node, net).await;
                             remote_item(&mut answer, metrics, key, item, debug);
                             continue;
                         }
@@ -695,12 +809,23 @@ impl Pending<'_> {
     }
 }
 
-/// The items of a forwarded get's answer; a read that failed is all
-/// misses.
-fn got_items(result: Result<operation_result::Result, cluster::Error>) -> Vec<api::Item> {
-    match result {
-        Ok(operation_result::Result::Get(r)) if r.error() == ErrorCode::None => r.items,
-        _ => Vec::new(),
+/// The items of a forwarded get's answer (`packed`: the key count and
+/// CAS width it was asked with packed keys). A read that failed is no
+/// items, all misses; a packed answer that does not fit its request is
+/// `None`, a failure the caller counts.
+fn got_items(
+    result: Result<operation_result::Result, cluster::Error>,
+    packed: Option<(usize, bool)>,
+) -> Option<Got> {
+    let r = match result {
+        Ok(operation_result::Result::Get(r)) if r.error() == ErrorCode::None => r,
+        _ => return Some(Got::Listed(Vec::new())),
+    };
+    match packed {
+        None => Some(Got::Listed(r.items)),
+        Some((keys, cas)) => packed::Items::new(r.packed_items, r.values, cas, keys)
+            .ok()
+            .map(Got::Packed),
     }
 }
 
@@ -709,11 +834,11 @@ fn remote_item(
     answer: &mut impl FnMut(Response<'_>),
     metrics: Option<&Metrics>,
     key: &[u8],
-    item: Option<&api::Item>,
+    item: Option<RemoteItem<'_>>,
     debug: bool,
 ) {
     match item {
-        Some(item) if item.found && debug => debug_line(
+        Some(item) if debug => debug_line(
             answer,
             key,
             item.ttl,
@@ -722,21 +847,21 @@ fn remote_item(
             item.fetched,
             item.size as usize,
         ),
-        Some(item) if item.found => {
+        Some(item) => {
             if let Some(m) = metrics {
-                m.remote_hit(key, item.value.len());
+                m.remote_hit(key, item.value.as_slice().len());
             }
             answer(Response::Hit(Hit {
                 key,
                 flags: item.flags,
                 cas: item.cas,
-                value: Value::Shared(item.value.clone()),
+                value: item.value,
                 ttl: item.ttl,
                 last_access: item.last_access,
                 fetched: item.fetched,
             }));
         }
-        _ => answer(Response::Miss { key }),
+        None => answer(Response::Miss { key }),
     }
 }
 

@@ -25,6 +25,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use cluster::packed;
 use cluster::peer::v1::peer_server::{Peer, PeerServer};
 use cluster::peer::v1::{
     ArithOp, ArithOutcome, ArithRequest, ArithResponse, BatchRequest, BatchResponse, DeleteOutcome,
@@ -213,6 +214,7 @@ fn execute_batch(node: &Node, batch: BatchRequest) -> BatchResponse {
     BatchResponse {
         id: batch.id,
         ring_version,
+        features: packed::FEATURE_PACKED_GETS,
         results: batch
             .operations
             .into_iter()
@@ -246,7 +248,7 @@ pub(crate) fn execute(node: &Node, table: Option<&Table>, op: Operation) -> Oper
 fn admit<'a>(
     node: &Node,
     namespace: &Bytes,
-    mut keys: impl Iterator<Item = &'a Bytes>,
+    mut keys: impl Iterator<Item = &'a [u8]>,
 ) -> Result<(), ErrorCode> {
     node.counters.peer_ops.fetch_add(1, Ordering::Relaxed);
     if !namespace.is_empty() || keys.any(|k| k.len() > protocol::MAX_KEY_LEN) {
@@ -260,7 +262,7 @@ fn admit<'a>(
 /// to) a copy this node no longer owns could bring stale data back.
 fn owned<'a>(
     table: Option<&Table>,
-    mut keys: impl Iterator<Item = &'a Bytes>,
+    mut keys: impl Iterator<Item = &'a [u8]>,
 ) -> Result<(), ErrorCode> {
     match table {
         Some(table) => {
@@ -283,13 +285,19 @@ fn store_error(e: store::Error) -> ErrorCode {
 }
 
 fn get(node: &Node, table: Option<&Table>, r: &GetRequest) -> GetResponse {
-    if let Err(code) =
-        admit(node, &r.namespace, r.keys.iter()).and_then(|()| owned(table, r.keys.iter()))
-    {
-        return GetResponse {
-            error: code as i32,
-            items: Vec::new(),
+    let refused = |code: ErrorCode| GetResponse {
+        error: code as i32,
+        ..GetResponse::default()
+    };
+    if !r.packed_keys.is_empty() {
+        return match packed::keys(&r.packed_keys) {
+            Ok(keys) => get_packed(node, table, r, keys).unwrap_or_else(refused),
+            Err(packed::Malformed) => refused(ErrorCode::InvalidArgument),
         };
+    }
+    let keys = || r.keys.iter().map(|k| &k[..]);
+    if let Err(code) = admit(node, &r.namespace, keys()).and_then(|()| owned(table, keys())) {
+        return refused(code);
     }
     let store = &node.store;
     let now = store.now();
@@ -301,11 +309,7 @@ fn get(node: &Node, table: Option<&Table>, r: &GetRequest) -> GetResponse {
         .keys
         .iter()
         .map(|key| {
-            let found = match r.touch {
-                Some(exptime) => store.get_and_touch(key, exptime),
-                None => store.get(key),
-            };
-            let Some(found) = found else {
+            let Some(found) = lookup(node, key, r.touch) else {
                 return Item::default();
             };
             let item = &found.item;
@@ -331,6 +335,46 @@ fn get(node: &Node, table: Option<&Table>, r: &GetRequest) -> GetResponse {
     GetResponse {
         error: ErrorCode::None as i32,
         items,
+        ..GetResponse::default()
+    }
+}
+
+/// A get whose keys came packed, answered packed ([`cluster::packed`]):
+/// flags, the CAS unless omitted, and the value (a packed get never asks
+/// for the meta fields).
+fn get_packed(
+    node: &Node,
+    table: Option<&Table>,
+    r: &GetRequest,
+    keys: packed::Keys<'_>,
+) -> Result<GetResponse, ErrorCode> {
+    admit(node, &r.namespace, keys.clone()).and_then(|()| owned(table, keys.clone()))?;
+    let mut answer = packed::ItemWriter::new(keys.len(), r.omit & cluster::peer::OMIT_CAS == 0);
+    for key in keys {
+        match lookup(node, key, r.touch) {
+            Some(found) => {
+                let item = &found.item;
+                answer.hit(item.flags(), item.cas(), 0, item.value(), || {
+                    item.value_bytes()
+                });
+            }
+            None => answer.miss(),
+        }
+    }
+    let (packed_items, values) = answer.finish();
+    Ok(GetResponse {
+        error: ErrorCode::None as i32,
+        packed_items,
+        values,
+        ..GetResponse::default()
+    })
+}
+
+/// One key of a get: looked up, or looked up and touched (gat).
+fn lookup(node: &Node, key: &[u8], touch: Option<i64>) -> Option<store::Found> {
+    match touch {
+        Some(exptime) => node.store.get_and_touch(key, exptime),
+        None => node.store.get(key),
     }
 }
 
@@ -340,8 +384,8 @@ fn store(node: &Node, table: Option<&Table>, r: &StoreRequest) -> StoreResponse 
         outcome: StoreOutcome::Unspecified as i32,
         cas: 0,
     };
-    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
-        .and_then(|()| owned(table, [&r.key].into_iter()))
+    if let Err(code) = admit(node, &r.namespace, [&r.key[..]].into_iter())
+        .and_then(|()| owned(table, [&r.key[..]].into_iter()))
     {
         return refused(code);
     }
@@ -380,8 +424,8 @@ fn store(node: &Node, table: Option<&Table>, r: &StoreRequest) -> StoreResponse 
 }
 
 fn delete(node: &Node, table: Option<&Table>, r: &DeleteRequest) -> DeleteResponse {
-    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
-        .and_then(|()| owned(table, [&r.key].into_iter()))
+    if let Err(code) = admit(node, &r.namespace, [&r.key[..]].into_iter())
+        .and_then(|()| owned(table, [&r.key[..]].into_iter()))
     {
         return DeleteResponse {
             error: code as i32,
@@ -406,8 +450,8 @@ fn arith(node: &Node, table: Option<&Table>, r: &ArithRequest) -> ArithResponse 
         value: 0,
         cas: 0,
     };
-    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
-        .and_then(|()| owned(table, [&r.key].into_iter()))
+    if let Err(code) = admit(node, &r.namespace, [&r.key[..]].into_iter())
+        .and_then(|()| owned(table, [&r.key[..]].into_iter()))
     {
         return refused(code);
     }
@@ -433,8 +477,8 @@ fn arith(node: &Node, table: Option<&Table>, r: &ArithRequest) -> ArithResponse 
 
 fn touch(node: &Node, table: Option<&Table>, r: &TouchRequest) -> TouchResponse {
     let mut response = TouchResponse::default();
-    if let Err(code) = admit(node, &r.namespace, [&r.key].into_iter())
-        .and_then(|()| owned(table, [&r.key].into_iter()))
+    if let Err(code) = admit(node, &r.namespace, [&r.key[..]].into_iter())
+        .and_then(|()| owned(table, [&r.key[..]].into_iter()))
     {
         response.error = code as i32;
         return response;

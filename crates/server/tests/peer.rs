@@ -328,6 +328,119 @@ async fn get_answers_every_key_in_order_and_touches() {
     node.stop().await;
 }
 
+/// A packed get (`cluster::packed`) answers what the listed form does,
+/// read in place; large values travel beside the packed answer, and a key
+/// list that does not parse is refused whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packed_gets() {
+    use bytes::BytesMut;
+    use cluster::packed::{self, FEATURE_PACKED_GETS, INLINE_MAX};
+
+    let node = Node::start(Settings::default()).await;
+    let mut c = node.client().await;
+    let large = "L".repeat(INLINE_MAX);
+    let stored = |r: StoreResponse| r.cas;
+    let cas_a = stored(
+        c.store(StoreRequest {
+            flags: 7,
+            ..set("a", "alpha")
+        })
+        .await
+        .unwrap()
+        .into_inner(),
+    );
+    let cas_big = stored(c.store(set("big", &large)).await.unwrap().into_inner());
+    c.store(set("empty", "")).await.unwrap();
+
+    let keys = ["a", "miss", "big", "empty", "a"];
+    let mut packed_keys = BytesMut::new();
+    for k in keys {
+        assert!(packed::push_key(&mut packed_keys, k.as_bytes()));
+    }
+    let packed_keys = packed_keys.freeze();
+    for omit in [OMIT_META, OMIT_CAS | OMIT_META] {
+        let r = c
+            .get(GetRequest {
+                packed_keys: packed_keys.clone(),
+                omit,
+                ..GetRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.error(), ErrorCode::None);
+        assert!(r.items.is_empty(), "answered packed, not listed");
+        let cas = omit & OMIT_CAS == 0;
+        let mut items = packed::Items::new(r.packed_items, r.values, cas, keys.len()).unwrap();
+        let want_cas = |c: u64| if cas { c } else { 0 };
+        let a = items.get(0).unwrap();
+        assert_eq!((a.flags, a.cas), (7, want_cas(cas_a)));
+        assert_eq!(a.value, packed::Value::Inline(b"alpha"));
+        assert_eq!(items.get(1), None);
+        let big = items.get(2).unwrap();
+        assert_eq!(big.cas, want_cas(cas_big));
+        match big.value {
+            packed::Value::Shared(v) => assert_eq!(v, large.as_bytes()),
+            packed::Value::Inline(_) => panic!("a {INLINE_MAX}-byte value went inline"),
+        }
+        assert_eq!(items.get(3).unwrap().value, packed::Value::Inline(b""));
+        assert_eq!(items.get(4).unwrap().value, packed::Value::Inline(b"alpha"));
+    }
+
+    // gat, packed: the hit's exptime is set too.
+    let r = c
+        .get(GetRequest {
+            packed_keys: packed_keys.slice(..2),
+            touch: Some(1000),
+            omit: OMIT_META,
+            ..GetRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        packed::Items::new(r.packed_items, r.values, true, 1)
+            .unwrap()
+            .get(0)
+            .is_some()
+    );
+    let listed = c.get(get_keys(&["a"])).await.unwrap().into_inner();
+    assert!((999..=1000).contains(&listed.items[0].ttl));
+
+    // A list cut inside a key, or holding a key over 250 bytes: refused.
+    let long = {
+        let mut k = BytesMut::new();
+        assert!(packed::push_key(&mut k, &[b'k'; 251]));
+        k.freeze()
+    };
+    for bad in [packed_keys.slice(..4), long] {
+        let r = c
+            .get(GetRequest {
+                packed_keys: bad,
+                omit: OMIT_META,
+                ..GetRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.error(), ErrorCode::InvalidArgument);
+        assert!(r.packed_items.is_empty() && r.items.is_empty());
+    }
+
+    // Batches say the node reads packed keys.
+    let r = c
+        .batch(BatchRequest {
+            id: 1,
+            operations: vec![],
+            ..BatchRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.features & FEATURE_PACKED_GETS, FEATURE_PACKED_GETS);
+    node.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_arith_and_touch() {
     let node = Node::start(Settings::default()).await;
@@ -514,6 +627,7 @@ fn every_op(namespace: &Bytes, key: Bytes) -> Vec<Operation> {
             keys: vec![key.clone()],
             touch: None,
             omit: 0,
+            ..GetRequest::default()
         }),
         Op::Store(StoreRequest {
             namespace: ns.clone(),

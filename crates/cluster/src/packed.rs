@@ -1,0 +1,458 @@
+//! Packed gets: the keys of a forwarded get in one `bytes` field and its
+//! answers in another (`GetRequest.packed_keys`, `GetResponse.packed_items`
+//! and `values`), laid out as `proto/peer.proto` describes.
+//!
+//! A get is nearly every forwarded operation, and one forwarded batch holds
+//! a hundred keys or more. As repeated messages, each key is a `Bytes` in a
+//! `Vec` and each answer an `Item` message that prost sizes, encodes,
+//! decodes and collects one field at a time; that cost more than the
+//! owner's store lookups. Packed, the caller appends keys to one buffer,
+//! the owner walks it with no allocation and writes each answer's fields
+//! with a few fixed-width stores, and the caller reads an answer in place
+//! when it encodes it for its client. Values of [`INLINE_MAX`] bytes or
+//! more are not copied into the packed buffer: they travel in `values`,
+//! handles on the stored items that prost copies once, as before.
+//!
+//! Pure and synchronous: everything here is tested without a socket.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// `BatchResponse.features` bit: the node reads `GetRequest.packed_keys`.
+pub const FEATURE_PACKED_GETS: u32 = 1;
+
+/// Entry bit: a hit (clear: a miss, and the entry is this one byte).
+const FOUND: u8 = 1;
+/// Entry bit: the value is the next of `values`, not inline.
+const OUT_OF_LINE: u8 = 2;
+/// Entry bit: an 8-byte family code follows the CAS.
+const FAMILY: u8 = 4;
+
+/// Values this long or longer go in `values` rather than inline (the size
+/// from which a client connection also hands a value on without a copy).
+pub const INLINE_MAX: usize = 1024;
+
+/// Longest key a packed list can hold (its length is one byte). The
+/// memcache protocols allow 250.
+pub const MAX_PACKED_KEY: usize = u8::MAX as usize;
+
+/// A packed list or answer that does not parse: the sender is broken or
+/// speaks another version; the operation fails as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed packed get")]
+pub struct Malformed;
+
+/// Appends `key` to a packed key list. A key longer than
+/// [`MAX_PACKED_KEY`] cannot be packed: `false`, and nothing is appended.
+pub fn push_key(packed: &mut BytesMut, key: &[u8]) -> bool {
+    let Ok(len) = u8::try_from(key.len()) else {
+        return false;
+    };
+    packed.reserve(1 + key.len());
+    packed.put_u8(len);
+    packed.put_slice(key);
+    true
+}
+
+/// The keys of a packed list, in order; checked whole first, so a list
+/// cut short is refused rather than half served.
+///
+/// # Errors
+/// [`Malformed`] if the last key runs past the end.
+pub fn keys(packed: &[u8]) -> Result<Keys<'_>, Malformed> {
+    let mut at = 0;
+    let mut count = 0;
+    while at < packed.len() {
+        at += 1 + usize::from(packed[at]);
+        count += 1;
+    }
+    if at != packed.len() {
+        return Err(Malformed);
+    }
+    Ok(Keys {
+        rest: packed,
+        count,
+    })
+}
+
+/// Iterator over a checked packed key list ([`keys`]).
+#[derive(Debug, Clone)]
+pub struct Keys<'a> {
+    rest: &'a [u8],
+    count: usize,
+}
+
+impl<'a> Iterator for Keys<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let (&len, rest) = self.rest.split_first()?;
+        let (key, rest) = rest.split_at(usize::from(len));
+        self.rest = rest;
+        self.count -= 1;
+        Some(key)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.count, Some(self.count))
+    }
+}
+
+impl ExactSizeIterator for Keys<'_> {}
+
+/// Writes a packed answer, one entry per key in the request's order.
+#[derive(Debug)]
+pub struct ItemWriter {
+    packed: BytesMut,
+    values: Vec<Bytes>,
+    cas: bool,
+}
+
+impl ItemWriter {
+    /// An answer to `keys` keys; `cas`: whether entries carry the CAS
+    /// (the request did not omit it).
+    pub fn new(keys: usize, cas: bool) -> ItemWriter {
+        // A hit with a 100-byte value and its header: most answers fit.
+        ItemWriter {
+            packed: BytesMut::with_capacity(keys.saturating_mul(128)),
+            values: Vec::new(),
+            cas,
+        }
+    }
+
+    /// The next key is a miss.
+    pub fn miss(&mut self) {
+        self.packed.put_u8(0);
+    }
+
+    /// The next key is a hit. `family`: the key's family code (0: none
+    /// sent); `value`: the stored value, copied here when it is under
+    /// [`INLINE_MAX`] bytes; `shared` gives a handle on it otherwise.
+    pub fn hit(
+        &mut self,
+        flags: u32,
+        cas: u64,
+        family: u64,
+        value: &[u8],
+        shared: impl FnOnce() -> Bytes,
+    ) {
+        let inline = value.len() < INLINE_MAX;
+        let mut bits = FOUND;
+        if !inline {
+            bits |= OUT_OF_LINE;
+        }
+        if family != 0 {
+            bits |= FAMILY;
+        }
+        self.packed
+            .reserve(1 + 4 + 8 + 8 + 4 + if inline { value.len() } else { 0 });
+        self.packed.put_u8(bits);
+        self.packed.put_u32_le(flags);
+        if self.cas {
+            self.packed.put_u64_le(cas);
+        }
+        if family != 0 {
+            self.packed.put_u64_le(family);
+        }
+        if inline {
+            // Under INLINE_MAX, so it fits.
+            self.packed.put_u32_le(value.len() as u32);
+            self.packed.put_slice(value);
+        } else {
+            self.values.push(shared());
+        }
+    }
+
+    /// `packed_items` and `values`.
+    pub fn finish(self) -> (Bytes, Vec<Bytes>) {
+        (self.packed.freeze(), self.values)
+    }
+}
+
+/// One packed hit, read in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit<'a> {
+    pub flags: u32,
+    /// 0 when the request omitted it.
+    pub cas: u64,
+    /// The key's family code; 0 when the owner sent none.
+    pub family: u64,
+    pub value: Value<'a>,
+}
+
+/// Where a packed hit's value is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Value<'a> {
+    /// Inside the packed answer (under [`INLINE_MAX`] bytes).
+    Inline(&'a [u8]),
+    /// One of `values`: hand it on without a copy.
+    Shared(&'a Bytes),
+}
+
+/// A checked packed answer, read by key position. Reading in increasing
+/// positions (as a pass answers its keys) walks the answer once; going
+/// back starts over from the first entry.
+#[derive(Debug, Default)]
+pub struct Items {
+    packed: Bytes,
+    values: Vec<Bytes>,
+    cas: bool,
+    len: usize,
+    /// The position and offset of the next entry to walk, and how many
+    /// out-of-line values lie before it.
+    next: usize,
+    at: usize,
+    value: usize,
+}
+
+impl Items {
+    /// Checks an answer to `keys` keys whose entries carry the CAS iff
+    /// `cas`.
+    ///
+    /// # Errors
+    /// [`Malformed`] unless it holds exactly `keys` whole entries and one
+    /// value in `values` per out-of-line entry.
+    pub fn new(
+        packed: Bytes,
+        values: Vec<Bytes>,
+        cas: bool,
+        keys: usize,
+    ) -> Result<Items, Malformed> {
+        let mut at = 0;
+        let mut count = 0;
+        let mut out_of_line = 0;
+        while at < packed.len() {
+            let (len, ool) = entry(&packed, at, cas)?;
+            at += len;
+            out_of_line += usize::from(ool);
+            count += 1;
+        }
+        if at != packed.len() || count != keys || out_of_line != values.len() {
+            return Err(Malformed);
+        }
+        Ok(Items {
+            packed,
+            values,
+            cas,
+            len: keys,
+            ..Items::default()
+        })
+    }
+
+    /// How many keys it answers.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The answer for the key at `pos`: `None` for a miss, or past the end.
+    pub fn get(&mut self, pos: usize) -> Option<Hit<'_>> {
+        if pos >= self.len {
+            return None;
+        }
+        if pos < self.next {
+            (self.next, self.at, self.value) = (0, 0, 0);
+        }
+        // Checked in `new`: every entry up to `len` parses.
+        while self.next < pos {
+            let (len, ool) = entry(&self.packed, self.at, self.cas).ok()?;
+            self.at += len;
+            self.value += usize::from(ool);
+            self.next += 1;
+        }
+        let (len, ool) = entry(&self.packed, self.at, self.cas).ok()?;
+        let at = self.at;
+        let value_index = self.value;
+        self.at += len;
+        self.value += usize::from(ool);
+        self.next += 1;
+
+        let e = &self.packed[at..at + len];
+        let bits = e[0];
+        if bits & FOUND == 0 {
+            return None;
+        }
+        let mut i = 1;
+        let flags = u32::from_le_bytes(e[i..i + 4].try_into().ok()?);
+        i += 4;
+        let mut cas = 0;
+        if self.cas {
+            cas = u64::from_le_bytes(e[i..i + 8].try_into().ok()?);
+            i += 8;
+        }
+        let mut family = 0;
+        if bits & FAMILY != 0 {
+            family = u64::from_le_bytes(e[i..i + 8].try_into().ok()?);
+            i += 8;
+        }
+        let value = if ool {
+            Value::Shared(self.values.get(value_index)?)
+        } else {
+            Value::Inline(&e[i + 4..])
+        };
+        Some(Hit {
+            flags,
+            cas,
+            family,
+            value,
+        })
+    }
+}
+
+/// The length of the entry at `at` and whether its value is out of line.
+fn entry(packed: &[u8], at: usize, cas: bool) -> Result<(usize, bool), Malformed> {
+    let bits = *packed.get(at).ok_or(Malformed)?;
+    if bits & FOUND == 0 {
+        return if bits == 0 {
+            Ok((1, false))
+        } else {
+            Err(Malformed)
+        };
+    }
+    if bits & !(FOUND | OUT_OF_LINE | FAMILY) != 0 {
+        return Err(Malformed);
+    }
+    let ool = bits & OUT_OF_LINE != 0;
+    let mut len = 1 + 4;
+    if cas {
+        len += 8;
+    }
+    if bits & FAMILY != 0 {
+        len += 8;
+    }
+    if !ool {
+        let field = packed.get(at + len..at + len + 4).ok_or(Malformed)?;
+        let value = u32::from_le_bytes(field.try_into().map_err(|_| Malformed)?) as usize;
+        len += 4 + value;
+    }
+    if at + len > packed.len() {
+        return Err(Malformed);
+    }
+    Ok((len, ool))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(keys: &[&[u8]]) -> BytesMut {
+        let mut packed = BytesMut::new();
+        for k in keys {
+            assert!(push_key(&mut packed, k));
+        }
+        packed
+    }
+
+    #[test]
+    fn keys_come_back_in_order() {
+        let long = vec![b'k'; 250];
+        let packed = pack(&[b"a", b"", b"key:000001", &long]);
+        let got: Vec<&[u8]> = keys(&packed).unwrap().collect();
+        assert_eq!(got, [&b"a"[..], b"", b"key:000001", &long[..]]);
+        assert_eq!(keys(&packed).unwrap().len(), 4);
+        assert_eq!(keys(&[]).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_key_too_long_for_its_length_byte_is_not_packed() {
+        let mut packed = BytesMut::new();
+        assert!(!push_key(&mut packed, &[b'k'; 256]));
+        assert!(packed.is_empty());
+        assert!(push_key(&mut packed, &[b'k'; 255]));
+    }
+
+    #[test]
+    fn a_key_list_cut_short_is_refused() {
+        let packed = pack(&[b"first", b"second"]);
+        for cut in 1..packed.len() {
+            if cut == 6 {
+                continue; // a whole first key: a shorter, valid list
+            }
+            assert_eq!(keys(&packed[..cut]).err(), Some(Malformed), "cut at {cut}");
+        }
+    }
+
+    fn answer(cas: bool) -> (Bytes, Vec<Bytes>) {
+        let mut w = ItemWriter::new(5, cas);
+        let large = Bytes::from(vec![b'L'; INLINE_MAX]);
+        let unused = || -> Bytes { panic!("an inline value needs no handle") };
+        w.hit(7, 0x0102_0304_0506_0708, 0, b"small", unused);
+        w.miss();
+        w.hit(0, 9, 1 << 63 | 42, &large, || large.clone());
+        w.hit(u32::MAX, 10, 3, b"", unused);
+        w.miss();
+        w.finish()
+    }
+
+    #[test]
+    fn hits_misses_and_large_values_read_back_by_position() {
+        for cas in [false, true] {
+            let (packed, values) = answer(cas);
+            assert_eq!(values.len(), 1, "only the large value goes out of line");
+            let mut items = Items::new(packed, values.clone(), cas, 5).unwrap();
+            let want_cas = |c: u64| if cas { c } else { 0 };
+            let first = Hit {
+                flags: 7,
+                cas: want_cas(0x0102_0304_0506_0708),
+                family: 0,
+                value: Value::Inline(b"small"),
+            };
+            assert_eq!(items.get(0), Some(first));
+            assert_eq!(items.get(1), None);
+            let large = items.get(2).unwrap();
+            assert_eq!(
+                (large.flags, large.cas, large.family),
+                (0, want_cas(9), 1 << 63 | 42)
+            );
+            assert_eq!(large.value, Value::Shared(&values[0]));
+            let empty = items.get(3).unwrap();
+            assert_eq!(
+                (empty.flags, empty.family, empty.value),
+                (u32::MAX, 3, Value::Inline(b""))
+            );
+            assert_eq!(items.get(4), None);
+            assert_eq!(items.get(5), None, "past the end");
+            // Going back, and skipping ahead, read the same entries.
+            assert_eq!(items.get(0), Some(first));
+            assert_eq!(items.get(3).map(|h| h.flags), Some(u32::MAX));
+            assert_eq!(items.get(2).map(|h| h.family), Some(1 << 63 | 42));
+        }
+    }
+
+    #[test]
+    fn an_answer_that_does_not_match_its_request_is_refused() {
+        let (packed, values) = answer(true);
+        assert!(Items::new(packed.clone(), values.clone(), true, 5).is_ok());
+        // Another key count, a missing or extra value, the other CAS width.
+        assert!(Items::new(packed.clone(), values.clone(), true, 4).is_err());
+        assert!(Items::new(packed.clone(), values.clone(), true, 6).is_err());
+        assert!(Items::new(packed.clone(), Vec::new(), true, 5).is_err());
+        let two = vec![values[0].clone(), values[0].clone()];
+        assert!(Items::new(packed.clone(), two, true, 5).is_err());
+        assert!(Items::new(packed.clone(), values.clone(), false, 5).is_err());
+        // Cut anywhere, or with an unknown bit.
+        for cut in 0..packed.len() {
+            let short = packed.slice(..cut);
+            assert!(
+                Items::new(short, values.clone(), true, 5).is_err(),
+                "cut at {cut}"
+            );
+        }
+        let mut odd = packed.to_vec();
+        odd[0] |= 8;
+        assert!(Items::new(Bytes::from(odd), values.clone(), true, 5).is_err());
+        let mut miss_with_bits = BytesMut::new();
+        miss_with_bits.put_u8(OUT_OF_LINE);
+        assert!(Items::new(miss_with_bits.freeze(), Vec::new(), true, 1).is_err());
+    }
+
+    #[test]
+    fn an_empty_answer_answers_no_keys() {
+        let (packed, values) = ItemWriter::new(0, true).finish();
+        let mut items = Items::new(packed, values, true, 0).unwrap();
+        assert!(items.is_empty());
+        assert_eq!(items.get(0), None);
+    }
+}
