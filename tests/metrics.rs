@@ -138,7 +138,13 @@ fn a_cluster_counts_each_client_request_once() {
                 && s.get("ready").map(String::as_str) == Some("1")
         })
     });
-    let keys: Vec<String> = (0..60).map(|i| format!("k{i}")).collect();
+    // Two key families: an application's and Django's cache sessions.
+    let keys: Vec<String> = (0..60)
+        .map(|i| match i % 2 {
+            0 => format!(":1:user:{i}"),
+            _ => format!(":1:django.contrib.sessions.cachek{i}"),
+        })
+        .collect();
     let mut set = String::new();
     for k in &keys {
         set.push_str(&format!("set {k} 0 0 1\r\nx\r\n"));
@@ -174,6 +180,25 @@ fn a_cluster_counts_each_client_request_once() {
     let at_node0 = sum(&after[0], "shoal_requests_total", &["command=\"get\""])
         - sum(&before[0], "shoal_requests_total", &["command=\"get\""]);
     assert_eq!(at_node0, 70.0);
+    // Key families are a client-request figure: at node 0, whichever node
+    // owns the key (a forwarded hit's family is the one its owner names).
+    let family_at_node0 = |family: &str, outcome: &str| {
+        let with = [
+            format!("family=\"{family}\""),
+            format!("outcome=\"{outcome}\""),
+        ];
+        let with: Vec<&str> = with.iter().map(String::as_str).collect();
+        sum(&after[0], "shoal_key_family_requests_total", &with)
+            - sum(&before[0], "shoal_key_family_requests_total", &with)
+    };
+    assert_eq!(family_at_node0("app:user", "hit"), 30.0);
+    assert_eq!(family_at_node0("django:session", "hit"), 30.0);
+    assert_eq!(family_at_node0("other", "miss"), 10.0);
+    assert_eq!(
+        rose("shoal_key_family_requests_total", &["outcome=\"hit\""]),
+        60.0,
+        "counted once, at node 0"
+    );
     // Store lookups: counted once, at each key's owner.
     assert_eq!(rose("shoal_store_hits_total", &[]), 60.0);
     assert_eq!(rose("shoal_store_misses_total", &[]), 10.0);

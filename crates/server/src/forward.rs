@@ -232,6 +232,8 @@ struct RemoteItem<'a> {
     last_access: u32,
     fetched: bool,
     size: u32,
+    /// The key's family code, if the owner sent one (0: classify here).
+    family: u64,
 }
 
 impl Got {
@@ -245,6 +247,7 @@ impl Got {
                 last_access: i.last_access,
                 fetched: i.fetched,
                 size: i.size,
+                family: 0,
             }),
             Got::Packed(items) => items.get(pos).map(|hit| RemoteItem {
                 flags: hit.flags,
@@ -257,6 +260,7 @@ impl Got {
                 last_access: 0,
                 fetched: false,
                 size: 0,
+                family: hit.family,
             }),
         }
     }
@@ -849,7 +853,7 @@ fn remote_item(
         ),
         Some(item) => {
             if let Some(m) = metrics {
-                m.remote_hit(key, item.value.as_slice().len());
+                m.remote_hit(key, item.value.as_slice().len(), item.family);
             }
             answer(Response::Hit(Hit {
                 key,

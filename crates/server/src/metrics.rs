@@ -28,7 +28,7 @@ use std::time::Duration;
 use metrics::{Counter, Gauge, Key, Label, Metadata, Recorder, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use protocol::{ArithOp, Command, OutBuf, Reply, Response, StoreMode};
-use telemetry::{Families, Privacy, TopK, TopKConfig};
+use telemetry::{Families, FamilyId, Privacy, TopK, TopKConfig};
 
 use crate::Node;
 use crate::router::PeerStats;
@@ -590,9 +590,26 @@ impl Metrics {
         (report(&self.hot_requested), report(&self.hot_missed))
     }
 
-    /// A hit answered by a peer (whose store keeps its own families).
-    pub fn remote_hit(&self, key: &[u8], value_len: usize) {
-        self.family(key, FAMILY_HIT, value_len);
+    /// A hit answered by a peer, which named the key's family by its
+    /// [`Families::code`] (0: it did not); an unknown code is classified
+    /// here.
+    pub fn remote_hit(&self, key: &[u8], value_len: usize, code: u64) {
+        let id = match self.families.by_code(code) {
+            Some(id) => id,
+            None => self.families.classify(key),
+        };
+        self.count_family(id.index(), FAMILY_HIT, value_len);
+    }
+
+    /// The family code ([`Families::code`]) of `item`'s key, for a peer to
+    /// count its hit by: from the item's tag, which is set here if unset.
+    pub fn family_code(&self, item: &store::Item) -> u64 {
+        let tag = item.tag();
+        let id = self.family_of(tag, item.key());
+        if tag == 0 {
+            item.set_tag(family_tag(id));
+        }
+        self.families.code(FamilyId::from_index(id))
     }
 
     #[inline]
@@ -862,6 +879,34 @@ mod tests {
                 gap = 0;
             }
         }
+    }
+
+    #[test]
+    fn a_forwarded_hit_counts_under_the_family_its_owner_named() {
+        let owner = Metrics::new(8, Privacy::Plain);
+        let caller = Metrics::new(8, Privacy::Plain);
+        let hits = |m: &Metrics, label: &str| {
+            let (id, _) = m.families.iter().find(|(_, name)| *name == label).unwrap();
+            let f = &m.family_figures[id.index()];
+            (
+                f[FAMILY_HIT].load(Ordering::Relaxed),
+                f[FAMILY_BYTES].load(Ordering::Relaxed),
+            )
+        };
+        let user = owner.families.code(owner.families.classify(b":1:user:42"));
+        // Unknown to the caller: its key is classified, which registers it.
+        caller.remote_hit(b":1:user:7", 3, user);
+        assert_eq!(hits(&caller, "app:user"), (1, 3));
+        // Known now: the code decides, whatever the key looks like (which
+        // shows the key was not classified).
+        caller.remote_hit(b"opaque", 4, user);
+        assert_eq!(hits(&caller, "app:user"), (2, 7));
+        let session = owner.families.code(FamilyId::SESSION);
+        caller.remote_hit(b"opaque", 1, session);
+        assert_eq!(hits(&caller, "django:session"), (1, 1));
+        // No code: classified.
+        caller.remote_hit(b"opaque", 1, 0);
+        assert_eq!(hits(&caller, "other"), (1, 1));
     }
 
     #[test]

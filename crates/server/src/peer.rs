@@ -340,8 +340,8 @@ fn get(node: &Node, table: Option<&Table>, r: &GetRequest) -> GetResponse {
 }
 
 /// A get whose keys came packed, answered packed ([`cluster::packed`]):
-/// flags, the CAS unless omitted, and the value (a packed get never asks
-/// for the meta fields).
+/// flags, the CAS unless omitted, the key's family code (with metrics on)
+/// and the value (a packed get never asks for the meta fields).
 fn get_packed(
     node: &Node,
     table: Option<&Table>,
@@ -350,11 +350,15 @@ fn get_packed(
 ) -> Result<GetResponse, ErrorCode> {
     admit(node, &r.namespace, keys.clone()).and_then(|()| owned(table, keys.clone()))?;
     let mut answer = packed::ItemWriter::new(keys.len(), r.omit & cluster::peer::OMIT_CAS == 0);
+    let metrics = node.metrics.as_ref();
     for key in keys {
         match lookup(node, key, r.touch) {
             Some(found) => {
                 let item = &found.item;
-                answer.hit(item.flags(), item.cas(), 0, item.value(), || {
+                // The caller counts the hit by family; the item's tag
+                // saves it classifying the key.
+                let family = metrics.map_or(0, |m| m.family_code(item));
+                answer.hit(item.flags(), item.cas(), family, item.value(), || {
                     item.value_bytes()
                 });
             }

@@ -102,6 +102,12 @@ impl FamilyId {
         self.0 as usize
     }
 
+    /// The id whose [`FamilyId::index`] is `index` (an index kept
+    /// elsewhere, e.g. in a small tag, turned back into an id).
+    pub fn from_index(index: usize) -> FamilyId {
+        FamilyId(u32::try_from(index).unwrap_or(u32::MAX))
+    }
+
     /// Whether this is `other` or one of the Django families, which every
     /// registry has and which do not count against the cap.
     pub fn is_builtin(self) -> bool {
@@ -139,6 +145,8 @@ pub struct Families {
     slots: Box<[OnceLock<(u64, FamilyId)>]>,
     /// Labels of application families, by `id - BUILTIN.len()`.
     labels: Box<[OnceLock<Box<str>>]>,
+    /// Their hashes (as in `slots`), by the same index: for [`Families::code`].
+    hashes: Box<[OnceLock<u64>]>,
     /// How many application families exist (published after their slot).
     count: AtomicUsize,
     insert: Mutex<()>,
@@ -177,6 +185,7 @@ impl Families {
             separators,
             slots: (0..table).map(|_| OnceLock::new()).collect(),
             labels: (0..cap).map(|_| OnceLock::new()).collect(),
+            hashes: (0..cap).map(|_| OnceLock::new()).collect(),
             count: AtomicUsize::new(0),
             insert: Mutex::new(()),
         }
@@ -213,6 +222,49 @@ impl Families {
                 segment,
                 hash,
             }) => self.app_family(prefix, segment, hash),
+        }
+    }
+
+    /// A code for `id` that names the same family in any registry built
+    /// alike (same separators, same prefix setting), for a node to tell
+    /// another which family a key is in without the other classifying it:
+    /// 1 to 6 the built-in families in [`FamilyId`] order, else the
+    /// label's FNV-1a hash with the top bit set; 0 for an id this registry
+    /// never handed out. Read back with [`Families::by_code`].
+    pub fn code(&self, id: FamilyId) -> u64 {
+        let i = id.index();
+        if i < BUILTIN.len() {
+            return i as u64 + 1;
+        }
+        self.hashes
+            .get(i - BUILTIN.len())
+            .and_then(OnceLock::get)
+            .map_or(0, |&hash| hash | APP_CODE)
+    }
+
+    /// The family another registry named by [`Families::code`], if this
+    /// one knows it: a family it has not seen yet is `None` (classify the
+    /// key instead, which registers it). Two labels whose hashes agree in
+    /// their low 63 bits would be taken for one another; that risk is
+    /// ignored, as it only moves counts between two labels.
+    pub fn by_code(&self, code: u64) -> Option<FamilyId> {
+        if code == 0 {
+            return None;
+        }
+        if code <= BUILTIN.len() as u64 {
+            return Some(FamilyId(code as u32 - 1));
+        }
+        if code & APP_CODE == 0 || self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = code as usize & mask;
+        loop {
+            let &(hash, id) = self.slots[i].get()?;
+            if hash | APP_CODE == code {
+                return Some(id);
+            }
+            i = (i + 1) & mask;
         }
     }
 
@@ -330,6 +382,7 @@ impl Families {
         };
         // Only this thread (holding `insert`) sets labels and slots.
         let _ = self.labels[n].set(label.into_boxed_str());
+        let _ = self.hashes[n].set(hash);
         let mask = self.slots.len() - 1;
         let mut i = hash as usize & mask;
         while self.slots[i].get().is_some() {
@@ -423,6 +476,9 @@ fn printable(bytes: &[u8]) -> bool {
     let bad = |c: char| c.is_control() || c.is_whitespace() || c == '"' || c == '\\';
     !s.contains(bad)
 }
+
+/// The bit that marks an application family's [`Families::code`].
+const APP_CODE: u64 = 1 << 63;
 
 const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
@@ -534,6 +590,50 @@ mod tests {
             "other",
         ),
     ];
+
+    #[test]
+    fn a_family_code_names_the_same_family_in_a_registry_built_alike() {
+        let owner = Families::new(8);
+        let caller = Families::new(8);
+        let keys: [&[u8]; 5] = [
+            b":1:user:42",
+            b":1:views.decorators.cache.cache_page.x.GET.a.b",
+            b"cart-9f2c",
+            b":1:homepage",
+            b":1:order_7",
+        ];
+        // The caller has seen only some application families.
+        caller.classify(b":1:order_1");
+        for key in keys {
+            let id = owner.classify(key);
+            let code = owner.code(id);
+            assert_ne!(code, 0, "{key:?}");
+            let expect = caller.name(caller.classify(key)).to_owned();
+            assert_eq!(owner.name(id), expect);
+            assert_eq!(
+                caller.name(caller.by_code(code).unwrap()),
+                expect,
+                "{key:?}"
+            );
+        }
+        // A family the other registry has not seen, or no code at all.
+        let fresh = owner.classify(b":1:basket:1");
+        assert_eq!(caller.by_code(owner.code(fresh)), None);
+        assert_eq!(caller.by_code(0), None);
+        assert_eq!(
+            caller.by_code(7),
+            None,
+            "neither built-in nor an application code"
+        );
+        assert_eq!(owner.code(FamilyId(6 + 8)), 0, "never handed out");
+        // A registry without application families knows only the built-ins.
+        let none = Families::new(0);
+        assert_eq!(
+            none.by_code(owner.code(FamilyId::SESSION)),
+            Some(FamilyId::SESSION)
+        );
+        assert_eq!(none.by_code(owner.code(owner.classify(b"cart-1"))), None);
+    }
 
     #[test]
     fn every_case_gets_its_family() {
