@@ -10,7 +10,7 @@
 //!        20  exptime      AtomicU32   unix seconds, 0 = never (touch rewrites it)
 //!        24  last_access  AtomicU32   unix seconds of the last access
 //!        28  key_len      u16
-//!        30  state        AtomicU8    bit 0: fetched
+//!        30  state        AtomicU8    bit 0: fetched, bit 1: active
 //!        31  tag          AtomicU8    the server's note on the item (0 = none)
 //!        32  key bytes, then value bytes
 //! ```
@@ -59,6 +59,9 @@ const MAX_REFS: u32 = i32::MAX as u32;
 
 /// `state` bit: the item was fetched (get, gat, touch) since it was stored.
 const FETCHED: u8 = 1;
+/// `state` bit: the item was fetched since it last reached the LRU's tail
+/// (its second chance; see the `shard` module).
+const ACTIVE: u8 = 2;
 
 #[repr(C)]
 struct Header {
@@ -277,10 +280,26 @@ impl Item {
         self.header().state.load(Ordering::Relaxed) & FETCHED != 0
     }
 
-    /// Only under the lock of the shard the item is linked in.
+    /// Marks the item fetched and active. Only under the lock of the shard
+    /// the item is linked in.
     pub(crate) fn set_fetched(&self) {
         let state = &self.header().state;
-        state.store(state.load(Ordering::Relaxed) | FETCHED, Ordering::Relaxed);
+        let was = state.load(Ordering::Relaxed);
+        if was & (FETCHED | ACTIVE) != FETCHED | ACTIVE {
+            state.store(was | FETCHED | ACTIVE, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the item was fetched since it last reached the LRU's tail,
+    /// clearing that. Only under the lock of the shard the item is linked
+    /// in.
+    pub(crate) fn take_active(&self) -> bool {
+        let state = &self.header().state;
+        let was = state.load(Ordering::Relaxed);
+        if was & ACTIVE != 0 {
+            state.store(was & !ACTIVE, Ordering::Relaxed);
+        }
+        was & ACTIVE != 0
     }
 
     /// A byte the server may keep on the item (0 until set): e.g. a

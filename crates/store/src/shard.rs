@@ -7,8 +7,15 @@
 //! - `table: HashTable<u32>` maps a key to its slab index: 4 bytes per slot
 //!   plus hashbrown's control byte. It stores no hash; on growth it rehashes
 //!   each key (the key lives in the item, one pointer away).
-//! - The LRU is intrusive in the slab: `head` is the most recently used
-//!   entry, `tail` the first to evict. No boxed nodes.
+//! - The LRU is intrusive in the slab: `head` is the most recently stored
+//!   (or rescued) entry, `tail` the first to evict. No boxed nodes.
+//! - A hit does not move its entry: it marks the item *active*, one bit in
+//!   the item's header, which the lookup has just read. Eviction gives an
+//!   active tail entry a second chance instead (clears the bit and moves it
+//!   to the head), as memcached's segmented LRU does with its `ACTIVE`
+//!   flag. A relink on every hit would write the two neighbours' and the
+//!   head's slab entries: up to three more cache misses per hit, under the
+//!   lock.
 //!
 //! Everything here runs under the shard's `Mutex`; nothing blocks or does
 //! I/O. The global memory budget is shared between shards through
@@ -210,9 +217,9 @@ impl Shard {
         }
     }
 
-    /// A read hit: most recent in the LRU, marked fetched, last access now.
+    /// A read hit: marked fetched and active (see the module docs), last
+    /// access now.
     pub(crate) fn access(&mut self, idx: u32, now: u32) -> Option<Found> {
-        self.bump(idx);
         let item = self.item(idx)?;
         let previous = item.last_access();
         let fetched = item.fetched();
@@ -355,18 +362,31 @@ impl Shard {
     }
 
     /// Frees the least recently used entry other than `protect` (the item a
-    /// write is about to replace). An expired or flushed victim counts as
-    /// reclaimed, a live one as an eviction. Returns the bytes freed, or
-    /// `None` if there was nothing to evict.
+    /// write is about to replace), after moving the live active entries it
+    /// meets at the tail to the head, once each (their second chance). An
+    /// expired or flushed victim counts as reclaimed, a live one as an
+    /// eviction. Returns the bytes freed, or `None` if there was nothing to
+    /// evict.
     pub(crate) fn evict_one(&mut self, ctx: &Ctx<'_>, protect: u32) -> Option<usize> {
-        let mut victim = self.tail;
-        if victim != NIL && victim == protect {
-            victim = self.entry(victim).prev;
-        }
-        if victim == NIL {
-            return None;
-        }
-        let item = self.item(victim)?;
+        // Every rescue clears a bit, so after as many rescues as there are
+        // entries the tail is inactive.
+        let mut rescues = self.slab.len();
+        let (victim, item) = loop {
+            let mut victim = self.tail;
+            if victim != NIL && victim == protect {
+                victim = self.entry(victim).prev;
+            }
+            if victim == NIL {
+                return None;
+            }
+            let item = self.item(victim)?;
+            if rescues > 0 && item.take_active() && ctx.dead(item).is_none() {
+                rescues -= 1;
+                self.bump(victim);
+                continue;
+            }
+            break (victim, item);
+        };
         let unfetched = !item.fetched();
         if ctx.dead(item).is_some() {
             self.stats.reclaimed += 1;

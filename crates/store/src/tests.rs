@@ -688,6 +688,35 @@ fn eviction_is_lru_and_a_get_protects() {
 }
 
 #[test]
+fn a_hit_buys_one_second_chance_not_a_place_at_the_head() {
+    let per_item = charge_for(2, 100);
+    let (s, _) = new_store(config(3 * per_item, 1 << 20, 1));
+    let v = "v".repeat(100);
+    for i in 0..3 {
+        set(&s, &format!("k{i}"), &v);
+    }
+    // A hit leaves the order as it is.
+    assert!(s.get(b"k0").is_some());
+    assert_eq!(s.lock(0).lru_keys(), [&b"k2"[..], b"k1", b"k0"]);
+    // k0 reaches the tail active: it moves to the head and k1 goes.
+    set(&s, "k3", &v);
+    assert_eq!(s.lock(0).lru_keys(), [&b"k3"[..], b"k0", b"k2"]);
+    set(&s, "k4", &v);
+    assert_eq!(s.lock(0).lru_keys(), [&b"k4"[..], b"k3", b"k0"]);
+    // Not read again since its rescue, k0 is evicted next.
+    set(&s, "k5", &v);
+    assert_eq!(s.lock(0).lru_keys(), [&b"k5"[..], b"k4", b"k3"]);
+    // Everything active: one round of rescues, then the oldest goes.
+    for k in ["k3", "k4", "k5"] {
+        assert!(s.get(k.as_bytes()).is_some());
+    }
+    set(&s, "k6", &v);
+    assert_eq!(s.lock(0).lru_keys(), [&b"k6"[..], b"k5", b"k4"]);
+    assert_eq!(s.stats().evictions, 4);
+    check_invariants(&s);
+}
+
+#[test]
 fn replacing_an_item_never_evicts_itself() {
     let per_item = charge_for(1, 100);
     let (s, _) = new_store(config(2 * per_item, 1 << 20, 1));
