@@ -598,6 +598,54 @@ fn a_forwarded_get_carries_the_cas_wherever_its_protocol_shows_it() {
 }
 
 #[test]
+fn gets_of_every_shape_in_one_pass_are_answered_in_order() {
+    // Plain gets travel packed once the owner has said it reads them; a
+    // get that needs the meta fields (me, mg with t) cannot, and must
+    // start a listed one without reordering anything.
+    let nodes = start_cluster(3);
+    let keys = candidates("p");
+    let owned = owned_by(&NAMES, "shoal-1", &keys);
+    let (a, big, missing) = (owned[0], owned[1], owned[2]);
+    let large = "L".repeat(4000);
+    let mut conn = nodes[0].conn();
+    assert_eq!(
+        conn.text_str(&format!(
+            "set {a} 3 0 5\r\nhello\r\nset {big} 0 0 {}\r\n{large}\r\n",
+            large.len()
+        )),
+        "STORED\r\nSTORED\r\n"
+    );
+    let got = conn.text_str(&format!(
+        "get {a} {big} {missing}\r\nme {a}\r\nmg {a} t v\r\ngets {a}\r\nget {big}\r\nmg {missing} v\r\nget {a}\r\n"
+    ));
+    let value_a = format!("VALUE {a} 3 5\r\nhello\r\n");
+    let value_big = format!("VALUE {big} 0 {}\r\n{large}\r\n", large.len());
+    // Consumes `want` from the front of `rest`, and then the rest of its
+    // line when that varies (me's fields, a gets' CAS).
+    fn take(rest: &mut &str, want: &str, then_skip_line: bool) {
+        assert!(
+            rest.starts_with(want),
+            "expected {want:?} at {:?}",
+            &rest[..rest.len().min(120)]
+        );
+        *rest = &rest[want.len()..];
+        if then_skip_line {
+            *rest = &rest[rest.find("\r\n").unwrap() + 2..];
+        }
+    }
+    let rest = &mut got.as_str();
+    take(rest, &format!("{value_a}{value_big}END\r\n"), false);
+    take(rest, &format!("ME {a} exp=-1 la="), true);
+    take(rest, "VA 5 t-1\r\nhello\r\n", false);
+    take(rest, &format!("VALUE {a} 3 5 "), true);
+    take(rest, "hello\r\nEND\r\n", false);
+    take(rest, &format!("{value_big}END\r\n"), false);
+    take(rest, "EN\r\n", false);
+    take(rest, &format!("{value_a}END\r\n"), false);
+    assert_eq!(*rest, "");
+}
+
+#[test]
 fn cas_tokens_of_one_node_never_match_on_another() {
     let nodes = start_cluster(3);
     let keys = candidates("t");
