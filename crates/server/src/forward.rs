@@ -8,6 +8,8 @@
 //! for a key owned elsewhere becomes a [`Pending`] answer. The gets of one
 //! pass — every key of every get, gets, gat, `mg`, binary get the client
 //! pipelined — are gathered per owner into one `GetRequest` ([`Pass`]),
+//! with its keys packed ([`cluster::packed`]) when the owner has said it
+//! reads them and no gathered request needs the meta fields,
 //! sent when the pass ends or just before anything else goes to that owner,
 //! so one peer still sees a client's requests in the client's order; other
 //! operations are handed to the owner's peer handle at once. A multi-key
