@@ -32,6 +32,11 @@ use crate::{Found, Stats};
 /// "No entry" in the LRU links and the free list.
 pub(crate) const NIL: u32 = u32::MAX;
 
+/// Most active entries one eviction moves back to the head before it
+/// evicts the tail whatever its bit (memcached's tail pull also looks at a
+/// handful of items only).
+pub(crate) const MAX_RESCUES: usize = 64;
+
 /// What an item is charged against the memory limit on top of its own
 /// allocation: its share of the index. A slab entry is 16 bytes, and a
 /// doubling `Vec` is on average ~1.39x its length (22 bytes); a table slot is
@@ -363,14 +368,17 @@ impl Shard {
 
     /// Frees the least recently used entry other than `protect` (the item a
     /// write is about to replace), after moving the live active entries it
-    /// meets at the tail to the head, once each (their second chance). An
+    /// meets at the tail to the head, once each and at most
+    /// [`MAX_RESCUES`] of them (their second chance). An
     /// expired or flushed victim counts as reclaimed, a live one as an
     /// eviction. Returns the bytes freed, or `None` if there was nothing to
     /// evict.
     pub(crate) fn evict_one(&mut self, ctx: &Ctx<'_>, protect: u32) -> Option<usize> {
-        // Every rescue clears a bit, so after as many rescues as there are
-        // entries the tail is inactive.
-        let mut rescues = self.slab.len();
+        // Every rescue clears a bit, so the tail is soon inactive; the cap
+        // bounds the work one write can do under the lock when most of a
+        // large shard was read since its last eviction (the hits' bits stay
+        // and protect them next time round).
+        let mut rescues = MAX_RESCUES;
         let (victim, item) = loop {
             let mut victim = self.tail;
             if victim != NIL && victim == protect {

@@ -717,6 +717,29 @@ fn a_hit_buys_one_second_chance_not_a_place_at_the_head() {
 }
 
 #[test]
+fn one_eviction_rescues_a_bounded_number_of_active_items() {
+    use crate::shard::MAX_RESCUES;
+    let n = MAX_RESCUES + 8;
+    let per_item = charge_for(4, 10);
+    let (s, _) = new_store(config(n * per_item, 1 << 20, 1));
+    let v = "v".repeat(10);
+    let key = |i: usize| format!("k{i:03}");
+    for i in 0..n {
+        set(&s, &key(i), &v);
+    }
+    for i in 0..n {
+        assert!(s.get(key(i).as_bytes()).is_some());
+    }
+    // Every item is active: the oldest MAX_RESCUES are moved to the head,
+    // and the next one in age goes, active or not.
+    set(&s, "new!", &v);
+    assert_eq!(s.stats().evictions, 1);
+    assert_eq!(value(&s, &key(MAX_RESCUES)), None);
+    assert!(value(&s, &key(0)).is_some() && value(&s, &key(MAX_RESCUES + 1)).is_some());
+    check_invariants(&s);
+}
+
+#[test]
 fn replacing_an_item_never_evicts_itself() {
     let per_item = charge_for(1, 100);
     let (s, _) = new_store(config(2 * per_item, 1 << 20, 1));
