@@ -211,6 +211,16 @@ fn execute_batch(node: &Node, batch: BatchRequest) -> BatchResponse {
         && batch.ring_version == ring_version
         && table.as_ref().is_some_and(|t| t.ready);
     let check = if trusted { None } else { table.as_deref() };
+    // The items every packed get of the batch will read are requested
+    // from memory first, so their cache misses overlap instead of
+    // queueing key after key behind each lookup's shard lock.
+    for op in &batch.operations {
+        if let Some(operation::Op::Get(get)) = &op.op
+            && let Ok(keys) = packed::keys(&get.packed_keys)
+        {
+            keys.for_each(|key| node.store.prefetch(key));
+        }
+    }
     BatchResponse {
         id: batch.id,
         ring_version,

@@ -204,6 +204,20 @@ impl Shard {
             .copied()
     }
 
+    /// Starts loading the items that may hold `key` into the cache (see
+    /// [`crate::Store::prefetch`]); looks at nothing but the index.
+    pub(crate) fn prefetch(&self, hash: u64) {
+        let slab = &self.slab;
+        // Every candidate the index offers (nearly always one), never a
+        // match: the probe walks on to its end without reading any item.
+        let _ = self.table.find(hash, |&i| {
+            if let Some(item) = slab.get(i as usize).and_then(|e| e.item.as_ref()) {
+                item.prefetch();
+            }
+            false
+        });
+    }
+
     /// The slab index holding a live `key`. A flushed or expired item found
     /// on the way is unlinked and counted (`get_flushed` / `get_expired`), as
     /// memcached's `do_item_get` does for every command that looks a key up.

@@ -717,6 +717,25 @@ fn a_hit_buys_one_second_chance_not_a_place_at_the_head() {
 }
 
 #[test]
+fn a_prefetch_changes_nothing() {
+    let (s, _) = new_store(config(1 << 20, 1 << 20, 4));
+    set(&s, "a", "1");
+    set(&s, "b", "2");
+    let before = s.stats();
+    for key in ["a", "b", "missing", ""] {
+        s.prefetch(key.as_bytes());
+    }
+    let after = s.stats();
+    assert_eq!(
+        (after.get_hits, after.get_misses, after.curr_items),
+        (before.get_hits, before.get_misses, before.curr_items)
+    );
+    let found = s.get(b"a").unwrap();
+    assert!(!found.fetched, "a prefetch is no fetch");
+    check_invariants(&s);
+}
+
+#[test]
 fn one_eviction_rescues_a_bounded_number_of_active_items() {
     use crate::shard::MAX_RESCUES;
     let n = MAX_RESCUES + 8;
