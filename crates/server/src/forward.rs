@@ -674,6 +674,10 @@ fn plan_get<'a>(
     }
     count(owners.len() as u64);
     let store = &node.store;
+    // The local keys' cache misses overlap (see `Store::prefetch`).
+    for (key, _) in owners.iter().filter(|(_, o)| *o == Owner::Local) {
+        store.prefetch(key);
+    }
     let mut keys_in_order = Vec::with_capacity(owners.len());
     let mut slots = Vec::with_capacity(owners.len());
     for (key, owner) in owners {
