@@ -44,10 +44,6 @@ pub(crate) fn execute(node: &Node, cmd: Cmd, request: &Request<'_>, out: &mut Ou
     match &request.command {
         Command::Get { keys, touch } => {
             let now = store.now();
-            // A multi-key get: the items' cache misses overlap.
-            if keys.iter().nth(1).is_some() {
-                keys.iter().for_each(|key| store.prefetch(key));
-            }
             for key in keys.iter() {
                 counters.cmd_get.fetch_add(1, Ordering::Relaxed);
                 let found = match touch {
