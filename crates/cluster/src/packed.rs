@@ -16,6 +16,7 @@
 //! Pure and synchronous: everything here is tested without a socket.
 
 use bytes::{BufMut, Bytes, BytesMut};
+use protocol::Value;
 
 /// `BatchResponse.features` bit: the node reads `GetRequest.packed_keys`.
 pub const FEATURE_PACKED_GETS: u32 = 1;
@@ -169,23 +170,16 @@ impl ItemWriter {
 }
 
 /// One packed hit, read in place.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hit<'a> {
     pub flags: u32,
     /// 0 when the request omitted it.
     pub cas: u64,
     /// The key's family code; 0 when the owner sent none.
     pub family: u64,
+    /// A slice of the packed answer (under [`INLINE_MAX`] bytes), or a
+    /// handle on one of `values`, handed on without a copy.
     pub value: Value<'a>,
-}
-
-/// Where a packed hit's value is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Value<'a> {
-    /// Inside the packed answer (under [`INLINE_MAX`] bytes).
-    Inline(&'a [u8]),
-    /// One of `values`: hand it on without a copy.
-    Shared(&'a Bytes),
 }
 
 /// A checked packed answer, read by key position. Reading in increasing
@@ -288,9 +282,9 @@ impl Items {
             i += 8;
         }
         let value = if ool {
-            Value::Shared(self.values.get(value_index)?)
+            Value::Shared(self.values.get(value_index)?.clone())
         } else {
-            Value::Inline(&e[i + 4..])
+            Value::Slice(&e[i + 4..])
         };
         Some(Hit {
             flags,
@@ -397,20 +391,20 @@ mod tests {
                 flags: 7,
                 cas: want_cas(0x0102_0304_0506_0708),
                 family: 0,
-                value: Value::Inline(b"small"),
+                value: Value::Slice(b"small"),
             };
-            assert_eq!(items.get(0), Some(first));
+            assert_eq!(items.get(0), Some(first.clone()));
             assert_eq!(items.get(1), None);
             let large = items.get(2).unwrap();
             assert_eq!(
                 (large.flags, large.cas, large.family),
                 (0, want_cas(9), 1 << 63 | 42)
             );
-            assert_eq!(large.value, Value::Shared(&values[0]));
+            assert_eq!(large.value, Value::Shared(values[0].clone()));
             let empty = items.get(3).unwrap();
             assert_eq!(
                 (empty.flags, empty.family, empty.value),
-                (u32::MAX, 3, Value::Inline(b""))
+                (u32::MAX, 3, Value::Slice(b""))
             );
             assert_eq!(items.get(4), None);
             assert_eq!(items.get(5), None, "past the end");

@@ -254,10 +254,7 @@ impl Got {
             Got::Packed(items) => items.get(pos).map(|hit| RemoteItem {
                 flags: hit.flags,
                 cas: hit.cas,
-                value: match hit.value {
-                    packed::Value::Inline(v) => Value::Slice(v),
-                    packed::Value::Shared(v) => Value::Shared(v.clone()),
-                },
+                value: hit.value,
                 ttl: 0,
                 last_access: 0,
                 fetched: false,

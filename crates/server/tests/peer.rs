@@ -335,6 +335,7 @@ async fn get_answers_every_key_in_order_and_touches() {
 async fn packed_gets() {
     use bytes::BytesMut;
     use cluster::packed::{self, FEATURE_PACKED_GETS, INLINE_MAX};
+    use protocol::Value;
 
     let node = Node::start(Settings::default()).await;
     let mut c = node.client().await;
@@ -375,16 +376,16 @@ async fn packed_gets() {
         let want_cas = |c: u64| if cas { c } else { 0 };
         let a = items.get(0).unwrap();
         assert_eq!((a.flags, a.cas), (7, want_cas(cas_a)));
-        assert_eq!(a.value, packed::Value::Inline(b"alpha"));
+        assert_eq!(a.value, Value::Slice(b"alpha"));
         assert_eq!(items.get(1), None);
         let big = items.get(2).unwrap();
         assert_eq!(big.cas, want_cas(cas_big));
         match big.value {
-            packed::Value::Shared(v) => assert_eq!(v, large.as_bytes()),
-            packed::Value::Inline(_) => panic!("a {INLINE_MAX}-byte value went inline"),
+            Value::Shared(v) => assert_eq!(v, large.as_bytes()),
+            Value::Slice(_) => panic!("a {INLINE_MAX}-byte value went inline"),
         }
-        assert_eq!(items.get(3).unwrap().value, packed::Value::Inline(b""));
-        assert_eq!(items.get(4).unwrap().value, packed::Value::Inline(b"alpha"));
+        assert_eq!(items.get(3).unwrap().value, Value::Slice(b""));
+        assert_eq!(items.get(4).unwrap().value, Value::Slice(b"alpha"));
     }
 
     // gat, packed: the hit's exptime is set too.
