@@ -350,25 +350,20 @@ impl Pass {
             omit,
         } = std::mem::replace(&mut self.calls[c], Call::Got(Got::Listed(Vec::new())))
         {
-            let (request, packed) = match keys {
-                Gathered::Listed(keys) => (
-                    api::GetRequest {
-                        keys,
-                        touch,
-                        omit,
-                        ..Default::default()
-                    },
-                    None,
-                ),
-                Gathered::Packed(keys, n) => (
-                    api::GetRequest {
-                        packed_keys: keys.freeze(),
-                        touch,
-                        omit,
-                        ..Default::default()
-                    },
-                    Some((n, omit & OMIT_CAS == 0)),
-                ),
+            let mut request = api::GetRequest {
+                touch,
+                omit,
+                ..Default::default()
+            };
+            let packed = match keys {
+                Gathered::Listed(keys) => {
+                    request.keys = keys;
+                    None
+                }
+                Gathered::Packed(keys, n) => {
+                    request.packed_keys = keys.freeze();
+                    Some((n, omit & OMIT_CAS == 0))
+                }
             };
             self.calls[c] = Call::Sent {
                 sent: Sent::send(table, &table.remotes[remote], operation::Op::Get(request)),
