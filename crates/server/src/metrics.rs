@@ -544,12 +544,7 @@ impl Metrics {
     /// the key once and kept in the item's tag, so a hit rarely classifies.
     #[inline]
     pub fn local_hit(&self, item: &store::Item) {
-        let tag = item.tag();
-        let id = self.family_of(tag, item.key());
-        if tag == 0 {
-            item.set_tag(family_tag(id));
-        }
-        self.count_family(id, FAMILY_HIT, item.value().len());
+        self.count_family(self.item_family(item), FAMILY_HIT, item.value().len());
     }
 
     /// The tag a new item for `key` gets ([`Metrics::local_hit`] reads it
@@ -602,14 +597,22 @@ impl Metrics {
     }
 
     /// The family code ([`Families::code`]) of `item`'s key, for a peer to
-    /// count its hit by: from the item's tag, which is set here if unset.
+    /// count its hit by.
     pub fn family_code(&self, item: &store::Item) -> u64 {
+        self.families
+            .code(FamilyId::from_index(self.item_family(item)))
+    }
+
+    /// The family of `item`'s key: from its tag, which is set here if it
+    /// has none yet, so the key is classified once.
+    #[inline]
+    fn item_family(&self, item: &store::Item) -> usize {
         let tag = item.tag();
         let id = self.family_of(tag, item.key());
         if tag == 0 {
             item.set_tag(family_tag(id));
         }
-        self.families.code(FamilyId::from_index(id))
+        id
     }
 
     #[inline]
