@@ -254,18 +254,10 @@ impl Families {
         if code <= BUILTIN.len() as u64 {
             return Some(FamilyId(code as u32 - 1));
         }
-        if code & APP_CODE == 0 || self.slots.is_empty() {
+        if code & APP_CODE == 0 {
             return None;
         }
-        let mask = self.slots.len() - 1;
-        let mut i = code as usize & mask;
-        loop {
-            let &(hash, id) = self.slots[i].get()?;
-            if hash | APP_CODE == code {
-                return Some(id);
-            }
-            i = (i + 1) & mask;
-        }
+        self.probe(code, |hash, _| hash | APP_CODE == code)
     }
 
     /// The label of `id`, e.g. `django:session` or `app:user`; `other` for
@@ -394,13 +386,21 @@ impl Families {
     }
 
     /// Probe for an application family; `None` at the first empty slot.
-    /// Terminates: fewer than half the slots are ever filled.
     fn find(&self, hash: u64, prefix: Option<&[u8]>, segment: &[u8]) -> Option<FamilyId> {
-        let mask = self.slots.len() - 1;
+        self.probe(hash, |h, id| {
+            h == hash && label_is(self.name(id).as_bytes(), prefix, segment)
+        })
+    }
+
+    /// Walks the slots from `hash`'s until `is` accepts one (`Some` of its
+    /// id) or an empty slot ends the run (`None`, as with no slots at all).
+    /// Terminates: fewer than half the slots are ever filled.
+    fn probe(&self, hash: u64, is: impl Fn(u64, FamilyId) -> bool) -> Option<FamilyId> {
+        let mask = self.slots.len().checked_sub(1)?;
         let mut i = hash as usize & mask;
         loop {
             let &(h, id) = self.slots[i].get()?;
-            if h == hash && label_is(self.name(id).as_bytes(), prefix, segment) {
+            if is(h, id) {
                 return Some(id);
             }
             i = (i + 1) & mask;
