@@ -267,6 +267,17 @@ fn admit<'a>(
     Ok(())
 }
 
+/// [`admit`], then [`owned`]: what every keyed operation checks first.
+fn admit_keys<'a>(
+    node: &Node,
+    table: Option<&Table>,
+    namespace: &Bytes,
+    keys: impl Iterator<Item = &'a [u8]> + Clone,
+) -> Result<(), ErrorCode> {
+    admit(node, namespace, keys.clone())?;
+    owned(table, keys)
+}
+
 /// In a cluster, a key this node's ring does not give it is refused: the
 /// two nodes' rings disagree for a moment, and answering from (or writing
 /// to) a copy this node no longer owns could bring stale data back.
@@ -305,8 +316,7 @@ fn get(node: &Node, table: Option<&Table>, r: &GetRequest) -> GetResponse {
             Err(packed::Malformed) => refused(ErrorCode::InvalidArgument),
         };
     }
-    let keys = || r.keys.iter().map(|k| &k[..]);
-    if let Err(code) = admit(node, &r.namespace, keys()).and_then(|()| owned(table, keys())) {
+    if let Err(code) = admit_keys(node, table, &r.namespace, r.keys.iter().map(|k| &k[..])) {
         return refused(code);
     }
     let store = &node.store;
@@ -358,7 +368,7 @@ fn get_packed(
     r: &GetRequest,
     keys: packed::Keys<'_>,
 ) -> Result<GetResponse, ErrorCode> {
-    admit(node, &r.namespace, keys.clone()).and_then(|()| owned(table, keys.clone()))?;
+    admit_keys(node, table, &r.namespace, keys.clone())?;
     let mut answer = packed::ItemWriter::new(keys.len(), r.omit & cluster::peer::OMIT_CAS == 0);
     let metrics = node.metrics.as_ref();
     for key in keys {
@@ -398,9 +408,7 @@ fn store(node: &Node, table: Option<&Table>, r: &StoreRequest) -> StoreResponse 
         outcome: StoreOutcome::Unspecified as i32,
         cas: 0,
     };
-    if let Err(code) = admit(node, &r.namespace, [&r.key[..]].into_iter())
-        .and_then(|()| owned(table, [&r.key[..]].into_iter()))
-    {
+    if let Err(code) = admit_keys(node, table, &r.namespace, std::iter::once(&r.key[..])) {
         return refused(code);
     }
     let mode = match StoreMode::try_from(r.mode) {
@@ -438,9 +446,7 @@ fn store(node: &Node, table: Option<&Table>, r: &StoreRequest) -> StoreResponse 
 }
 
 fn delete(node: &Node, table: Option<&Table>, r: &DeleteRequest) -> DeleteResponse {
-    if let Err(code) = admit(node, &r.namespace, [&r.key[..]].into_iter())
-        .and_then(|()| owned(table, [&r.key[..]].into_iter()))
-    {
+    if let Err(code) = admit_keys(node, table, &r.namespace, std::iter::once(&r.key[..])) {
         return DeleteResponse {
             error: code as i32,
             outcome: DeleteOutcome::Unspecified as i32,
@@ -464,9 +470,7 @@ fn arith(node: &Node, table: Option<&Table>, r: &ArithRequest) -> ArithResponse 
         value: 0,
         cas: 0,
     };
-    if let Err(code) = admit(node, &r.namespace, [&r.key[..]].into_iter())
-        .and_then(|()| owned(table, [&r.key[..]].into_iter()))
-    {
+    if let Err(code) = admit_keys(node, table, &r.namespace, std::iter::once(&r.key[..])) {
         return refused(code);
     }
     let op = match ArithOp::try_from(r.op) {
@@ -491,9 +495,7 @@ fn arith(node: &Node, table: Option<&Table>, r: &ArithRequest) -> ArithResponse 
 
 fn touch(node: &Node, table: Option<&Table>, r: &TouchRequest) -> TouchResponse {
     let mut response = TouchResponse::default();
-    if let Err(code) = admit(node, &r.namespace, [&r.key[..]].into_iter())
-        .and_then(|()| owned(table, [&r.key[..]].into_iter()))
-    {
+    if let Err(code) = admit_keys(node, table, &r.namespace, std::iter::once(&r.key[..])) {
         response.error = code as i32;
         return response;
     }
