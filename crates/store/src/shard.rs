@@ -205,7 +205,8 @@ impl Shard {
     }
 
     /// Starts loading the items that may hold `key` into the cache (see
-    /// [`crate::Store::prefetch`]); looks at nothing but the index.
+    /// [`crate::Store::prefetch`]); reads the index and the slab, never an
+    /// item.
     pub(crate) fn prefetch(&self, hash: u64) {
         let slab = &self.slab;
         // Every candidate the index offers (nearly always one), never a
@@ -393,7 +394,7 @@ impl Shard {
         // large shard was read since its last eviction (the hits' bits stay
         // and protect them next time round).
         let mut rescues = MAX_RESCUES;
-        let (victim, item) = loop {
+        let (victim, item, dead) = loop {
             let mut victim = self.tail;
             if victim != NIL && victim == protect {
                 victim = self.entry(victim).prev;
@@ -402,15 +403,16 @@ impl Shard {
                 return None;
             }
             let item = self.item(victim)?;
-            if rescues > 0 && item.take_active() && ctx.dead(item).is_none() {
+            let dead = ctx.dead(item).is_some();
+            if rescues > 0 && !dead && item.take_active() {
                 rescues -= 1;
                 self.bump(victim);
                 continue;
             }
-            break (victim, item);
+            break (victim, item, dead);
         };
         let unfetched = !item.fetched();
-        if ctx.dead(item).is_some() {
+        if dead {
             self.stats.reclaimed += 1;
             self.stats.expired_unfetched += u64::from(unfetched);
         } else {
