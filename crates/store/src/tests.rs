@@ -649,14 +649,23 @@ fn append_past_the_item_limit_is_not_stored() {
     assert_eq!(s.get(b"k").unwrap().item.value().len(), 1988);
 }
 
+/// A one-shard store with room for exactly `n` items, `key(0)` to
+/// `key(n - 1)` (keys of one length) with `value_len`-byte values, filled
+/// with them in that order: `key(0)` is the LRU's tail. Also the value and
+/// one item's charge.
+fn full_store(n: usize, key: impl Fn(usize) -> String, value_len: usize) -> (Store, String, usize) {
+    let per_item = charge_for(key(0).len(), value_len);
+    let (s, _) = new_store(config(n * per_item, 1 << 20, 1));
+    let v = "v".repeat(value_len);
+    for i in 0..n {
+        set(&s, &key(i), &v);
+    }
+    (s, v, per_item)
+}
+
 #[test]
 fn eviction_is_lru_and_a_get_protects() {
-    let per_item = charge_for(2, 100);
-    let (s, _) = new_store(config(5 * per_item, 1 << 20, 1));
-    let v = "v".repeat(100);
-    for i in 0..5 {
-        set(&s, &format!("k{i}"), &v);
-    }
+    let (s, v, per_item) = full_store(5, |i| format!("k{i}"), 100);
     assert_eq!(s.stats().bytes as usize, 5 * per_item);
     assert_eq!(
         s.lock(0).lru_keys(),
@@ -689,12 +698,7 @@ fn eviction_is_lru_and_a_get_protects() {
 
 #[test]
 fn a_hit_buys_one_second_chance_not_a_place_at_the_head() {
-    let per_item = charge_for(2, 100);
-    let (s, _) = new_store(config(3 * per_item, 1 << 20, 1));
-    let v = "v".repeat(100);
-    for i in 0..3 {
-        set(&s, &format!("k{i}"), &v);
-    }
+    let (s, v, _) = full_store(3, |i| format!("k{i}"), 100);
     // A hit leaves the order as it is.
     assert!(s.get(b"k0").is_some());
     assert_eq!(s.lock(0).lru_keys(), [&b"k2"[..], b"k1", b"k0"]);
@@ -739,13 +743,8 @@ fn a_prefetch_changes_nothing() {
 fn one_eviction_rescues_a_bounded_number_of_active_items() {
     use crate::shard::MAX_RESCUES;
     let n = MAX_RESCUES + 8;
-    let per_item = charge_for(4, 10);
-    let (s, _) = new_store(config(n * per_item, 1 << 20, 1));
-    let v = "v".repeat(10);
     let key = |i: usize| format!("k{i:03}");
-    for i in 0..n {
-        set(&s, &key(i), &v);
-    }
+    let (s, v, _) = full_store(n, key, 10);
     for i in 0..n {
         assert!(s.get(key(i).as_bytes()).is_some());
     }
