@@ -143,10 +143,9 @@ impl Conn {
                 // Answers from peers, in the client's order, each followed
                 // by the local answers decoded after it.
                 if !waiting.is_empty() {
-                    let net = tokio::time::sleep(node.forward_net());
-                    tokio::pin!(net);
+                    forward::settle(node, pass, &mut waiting).await;
                     for (pending, mut after) in waiting.drain(..) {
-                        pending.finish(node, out, &mut net, pass).await;
+                        pending.finish(node, out, pass);
                         out.append(&mut after);
                         if spare.len() < MAX_SPARE && after.capacity() <= SPARE_CAPACITY {
                             spare.push(after);

@@ -1,6 +1,8 @@
 //! Requests answered by other nodes: planning them (synchronously, in the
-//! connection's pass over its read buffer) and finishing them (awaiting
-//! the peers' answers and encoding them in the client's order).
+//! connection's pass over its read buffer), settling the pass (awaiting
+//! every answer it needs, all in flight together, in one wait) and
+//! finishing them (encoding the answers in the client's order,
+//! synchronously again).
 //!
 //! [`plan`] looks at one decoded request with the pass's routing
 //! [`Table`]. Everything this node owns, and every request without a key,
@@ -26,6 +28,7 @@
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use cluster::client::Ticket;
@@ -45,9 +48,6 @@ use crate::Node;
 use crate::exec::{self, After};
 use crate::metrics::{Cmd, Metrics};
 use crate::router::{Owner, PeerStats, Remote, Table};
-
-/// The safety timer of one pass's forwarded answers.
-pub(crate) type Net<'s> = Pin<&'s mut tokio::time::Sleep>;
 
 /// What to do with one request. Lives on the stack for one request and is
 /// moved once, so the size of `Forward` costs nothing worth a box.
@@ -73,7 +73,7 @@ pub(crate) struct Pending<'a> {
 
 enum Kind<'a> {
     /// One keyed operation (store, delete, arith, touch) at one owner.
-    One { call: Sent, what: One },
+    One { call: Outcome, what: One },
     /// A get of one key owned elsewhere (most gets): no call means the
     /// owner cannot be reached, a miss.
     GetOne {
@@ -90,7 +90,7 @@ enum Kind<'a> {
         debug: bool,
     },
     /// `flush_all`: flushed here already, sent to every other live member.
-    Flush { calls: Vec<Sent> },
+    Flush { calls: Vec<Outcome> },
 }
 
 /// How to read a single operation's answer.
@@ -132,20 +132,24 @@ impl Sent {
         }
     }
 
-    /// The peer's answer; a failed call or a missing result counts as a
-    /// forward error. `net` is the pass's safety timer: the peer's task
-    /// answers by the deadline on its own, unless it is stuck.
-    async fn wait(
-        self,
+    /// The peer's answer, once it is there (the ticket registers the
+    /// waker until then), counted as [`Sent::count`] says.
+    fn poll_answer(
+        &mut self,
+        cx: &mut Context<'_>,
         node: &Node,
-        net: &mut Net<'_>,
+    ) -> Poll<Result<operation_result::Result, cluster::Error>> {
+        let answer = ready!(Pin::new(&mut self.answer).poll(cx));
+        Poll::Ready(self.count(node, answer))
+    }
+
+    /// Takes the answer's result: a failed call or a missing result counts
+    /// as a forward error; every answer counts in the peer's latency.
+    fn count(
+        &self,
+        node: &Node,
+        answer: Result<api::OperationResult, cluster::Error>,
     ) -> Result<operation_result::Result, cluster::Error> {
-        let deadline = self.answer.deadline();
-        let answer = tokio::select! {
-            biased;
-            answer = self.answer => answer,
-            () = net.as_mut() => Err(cluster::Error::Unavailable("peer answer overdue".into())),
-        };
         let answer = answer.and_then(|r| {
             r.result
                 .ok_or(cluster::Error::Peer(ErrorCode::InvalidArgument))
@@ -155,10 +159,53 @@ impl Sent {
         }
         if let Some(m) = &node.metrics {
             // The ticket's deadline is its send time plus the peer deadline.
-            let sent = deadline - node.forward_deadline();
+            let sent = self.answer.deadline() - node.forward_deadline();
             m.forward_took(&self.stats, sent.elapsed());
         }
         answer
+    }
+
+    /// Gives up on the answer: the pass's safety timer fired (the peer's
+    /// task answers by the deadline on its own, unless it is stuck).
+    fn overdue(&self, node: &Node) -> Result<operation_result::Result, cluster::Error> {
+        self.count(
+            node,
+            Err(cluster::Error::Unavailable("peer answer overdue".into())),
+        )
+    }
+}
+
+/// A single operation's answer: awaited with the rest of the pass
+/// ([`settle`]), then read when its request is answered.
+enum Outcome {
+    Waiting(Sent),
+    Done(Result<operation_result::Result, cluster::Error>),
+}
+
+impl Outcome {
+    /// Whether the answer is in (polling for it if not).
+    fn poll(&mut self, cx: &mut Context<'_>, node: &Node) -> bool {
+        if let Outcome::Waiting(sent) = self {
+            match sent.poll_answer(cx, node) {
+                Poll::Ready(result) => *self = Outcome::Done(result),
+                Poll::Pending => return false,
+            }
+        }
+        true
+    }
+
+    fn overdue(&mut self, node: &Node) {
+        if let Outcome::Waiting(sent) = self {
+            *self = Outcome::Done(sent.overdue(node));
+        }
+    }
+
+    fn take(self) -> Result<operation_result::Result, cluster::Error> {
+        match self {
+            Outcome::Done(result) => result,
+            // Not settled: nothing to read.
+            Outcome::Waiting(_) => Err(cluster::Error::Unavailable("answer not awaited".into())),
+        }
     }
 }
 
@@ -379,32 +426,85 @@ impl Pass {
         }
     }
 
-    /// The item answered for the `pos`th key of call `c` (the answer is
-    /// awaited on first use; a miss, or a failed read, is `None`).
-    async fn item(
-        &mut self,
-        c: usize,
-        pos: usize,
-        node: &Node,
-        net: &mut Net<'_>,
-    ) -> Option<RemoteItem<'_>> {
-        if matches!(self.calls[c], Call::Sent { .. }) {
-            let Call::Sent { sent, packed } =
-                std::mem::replace(&mut self.calls[c], Call::Got(Got::Listed(Vec::new())))
-            else {
-                unreachable!("just matched");
-            };
-            let stats = sent.stats.clone();
-            let got = got_items(sent.wait(node, net).await, packed);
-            if got.is_none() {
-                stats.errors.fetch_add(1, Ordering::Relaxed);
-            }
-            self.calls[c] = Call::Got(got.unwrap_or(Got::Listed(Vec::new())));
-        }
+    /// The item answered for the `pos`th key of call `c` (a miss, or a
+    /// failed read, is `None`). The pass was settled first.
+    fn item(&mut self, c: usize, pos: usize) -> Option<RemoteItem<'_>> {
         match &mut self.calls[c] {
             Call::Got(got) => got.item(pos),
-            // Not sent (a pass always seals first): nothing to read.
+            // Not sent, or not settled: nothing to read.
             Call::Gathering { .. } | Call::Sent { .. } => None,
+        }
+    }
+}
+
+impl Call {
+    /// Whether the answer is in (polling for it if not).
+    fn poll(&mut self, cx: &mut Context<'_>, node: &Node) -> bool {
+        let Call::Sent { sent, .. } = self else {
+            return true;
+        };
+        let Poll::Ready(result) = sent.poll_answer(cx, node) else {
+            return false;
+        };
+        self.got(result);
+        true
+    }
+
+    fn overdue(&mut self, node: &Node) {
+        if let Call::Sent { sent, .. } = self {
+            let result = sent.overdue(node);
+            self.got(result);
+        }
+    }
+
+    /// Keeps a sent get's answer: its items, or none (all misses) when it
+    /// failed; an answer that does not fit its request counts as an error.
+    fn got(&mut self, result: Result<operation_result::Result, cluster::Error>) {
+        let Call::Sent { sent, packed } =
+            std::mem::replace(self, Call::Got(Got::Listed(Vec::new())))
+        else {
+            return;
+        };
+        match got_items(result, packed) {
+            Some(got) => *self = Call::Got(got),
+            None => {
+                sent.stats.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Waits until every answer the pass's requests need is in: the gathered
+/// gets and every single operation, all in flight together. `net` is a
+/// safety timer (each operation already fails at the peer client's
+/// deadline); should it fire, whatever is still missing is a failure.
+pub(crate) async fn settle(node: &Node, pass: &mut Pass, waiting: &mut [(Pending<'_>, OutBuf)]) {
+    let net = tokio::time::sleep(node.forward_net());
+    tokio::pin!(net);
+    // Everything before `calls_done` / `pending_done` is in.
+    let (mut calls_done, mut pending_done) = (0, 0);
+    let all_in = std::future::poll_fn(|cx| {
+        while let Some(call) = pass.calls.get_mut(calls_done) {
+            if !call.poll(cx, node) {
+                return net.as_mut().poll(cx).map(|()| false);
+            }
+            calls_done += 1;
+        }
+        while let Some((pending, _)) = waiting.get_mut(pending_done) {
+            if !pending.poll(cx, node) {
+                return net.as_mut().poll(cx).map(|()| false);
+            }
+            pending_done += 1;
+        }
+        Poll::Ready(true)
+    })
+    .await;
+    if !all_in {
+        for call in &mut pass.calls {
+            call.overdue(node);
+        }
+        for (pending, _) in waiting.iter_mut() {
+            pending.overdue(node);
         }
     }
 }
@@ -450,7 +550,7 @@ pub(crate) fn plan<'a>(
                         call: {
                             // The peer sees the gathered gets first.
                             pass.send(table, i);
-                            Sent::send(table, &table.remotes[i], op())
+                            Outcome::Waiting(Sent::send(table, &table.remotes[i], op()))
                         },
                         what,
                     },
@@ -578,14 +678,14 @@ pub(crate) fn plan<'a>(
                 .remotes
                 .iter()
                 .map(|remote| {
-                    Sent::send(
+                    Outcome::Waiting(Sent::send(
                         table,
                         remote,
                         operation::Op::FlushAll(api::FlushAllRequest {
                             delay,
                             ..Default::default()
                         }),
-                    )
+                    ))
                 })
                 .collect();
             Plan::Forward(
@@ -727,15 +827,26 @@ fn store_mode(mode: StoreMode) -> ApiStoreMode {
 }
 
 impl Pending<'_> {
-    /// Waits for the peers (each call bounded by the client's deadline)
-    /// and encodes the answer into `out`.
-    pub(crate) async fn finish(
-        self,
-        node: &Node,
-        out: &mut OutBuf,
-        net: &mut Net<'_>,
-        pass: &mut Pass,
-    ) {
+    /// Whether the answers of its single operations are in (polling for
+    /// them if not); its gets' answers are the pass's.
+    fn poll(&mut self, cx: &mut Context<'_>, node: &Node) -> bool {
+        match &mut self.kind {
+            Kind::One { call, .. } => call.poll(cx, node),
+            Kind::Flush { calls } => calls.iter_mut().all(|call| call.poll(cx, node)),
+            Kind::GetOne { .. } | Kind::Get { .. } => true,
+        }
+    }
+
+    fn overdue(&mut self, node: &Node) {
+        match &mut self.kind {
+            Kind::One { call, .. } => call.overdue(node),
+            Kind::Flush { calls } => calls.iter_mut().for_each(|call| call.overdue(node)),
+            Kind::GetOne { .. } | Kind::Get { .. } => {}
+        }
+    }
+
+    /// Encodes the answer into `out`, once the pass is settled.
+    pub(crate) fn finish(self, node: &Node, out: &mut OutBuf, pass: &mut Pass) {
         let reply = &self.reply;
         let cmd = self.cmd;
         let stored = self.stored;
@@ -744,30 +855,24 @@ impl Pending<'_> {
             crate::metrics::encode(metrics, cmd, reply, &response, stored, out)
         };
         match self.kind {
-            Kind::One { call, what } => {
-                let result = call.wait(node, net).await;
-                answer(one_response(what, result));
-            }
+            Kind::One { call, what } => answer(one_response(what, call.take())),
             Kind::GetOne { key, call, debug } => {
-                let item = match call {
-                    Some((c, pos)) => pass.item(c, pos, node, net).await,
-                    None => None,
-                };
+                let item = call.and_then(|(c, pos)| pass.item(c, pos));
                 remote_item(&mut answer, metrics, key, item, debug);
                 if !debug {
                     answer(Response::End);
                 }
             }
             Kind::Flush { calls } => {
-                let mut failed = 0;
                 let total = calls.len();
-                for call in calls {
-                    let ok = match call.wait(node, net).await {
-                        Ok(operation_result::Result::FlushAll(r)) => r.error() == ErrorCode::None,
-                        _ => false,
-                    };
-                    failed += usize::from(!ok);
-                }
+                let failed = calls
+                    .into_iter()
+                    .map(Outcome::take)
+                    .filter(|result| {
+                        !matches!(result, Ok(operation_result::Result::FlushAll(r))
+                            if r.error() == ErrorCode::None)
+                    })
+                    .count();
                 answer(if failed == 0 {
                     Response::Ok
                 } else {
@@ -796,7 +901,7 @@ impl Pending<'_> {
                         Slot::Local(Some(found)) => exec::hit(metrics, key, found, now),
                         Slot::Local(None) => Response::Miss { key },
                         Slot::Remote { call, pos } => {
-                            let item = pass.item(*call, *pos, node, net).await;
+                            let item = pass.item(*call, *pos);
                             remote_item(&mut answer, metrics, key, item, debug);
                             continue;
                         }
