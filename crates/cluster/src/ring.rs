@@ -59,8 +59,70 @@ pub const DEFAULT_VNODES: u32 = 160;
 /// The placement hash `h` of the module docs, over raw bytes: SipHash-2-4
 /// with zero keys, fed by one `write`. Public so that admin tools and tests
 /// can show where a key falls.
+///
+/// Computed in one pass over 8-byte words rather than through `Hasher`'s
+/// streaming `write`, which buffers the input byte by byte: a forwarding
+/// node hashes every key of every request. It is the same function as
+/// `DefaultHashBuilder.hash_one(Raw(bytes))`, which `hashring` uses for
+/// [`Ring::owner`]; the tests hold the two equal at every length.
 pub fn point(bytes: &[u8]) -> u64 {
-    DefaultHashBuilder.hash_one(Raw(bytes))
+    let mut v = [
+        0x736f_6d65_7073_6575_u64,
+        0x646f_7261_6e64_6f6d,
+        0x6c79_6765_6e65_7261,
+        0x7465_6462_7974_6573,
+    ];
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let m = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        v[3] ^= m;
+        sip_round(&mut v);
+        sip_round(&mut v);
+        v[0] ^= m;
+    }
+    let last = ((bytes.len() as u64) << 56) | tail(words.remainder());
+    v[3] ^= last;
+    sip_round(&mut v);
+    sip_round(&mut v);
+    v[0] ^= last;
+    v[2] ^= 0xff;
+    for _ in 0..4 {
+        sip_round(&mut v);
+    }
+    v[0] ^ v[1] ^ v[2] ^ v[3]
+}
+
+#[inline(always)]
+fn sip_round(v: &mut [u64; 4]) {
+    v[0] = v[0].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(13) ^ v[0];
+    v[0] = v[0].rotate_left(32);
+    v[2] = v[2].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(16) ^ v[2];
+    v[0] = v[0].wrapping_add(v[3]);
+    v[3] = v[3].rotate_left(21) ^ v[0];
+    v[2] = v[2].wrapping_add(v[1]);
+    v[1] = v[1].rotate_left(17) ^ v[2];
+    v[2] = v[2].rotate_left(32);
+}
+
+/// The last `b.len() < 8` bytes as a little-endian word.
+#[inline(always)]
+fn tail(b: &[u8]) -> u64 {
+    let mut word = 0u64;
+    let mut i = 0;
+    if let Some(four) = b.get(..4) {
+        word = u64::from(u32::from_le_bytes(four.try_into().expect("4 bytes")));
+        i = 4;
+    }
+    if let Some(two) = b.get(i..i + 2) {
+        word |= u64::from(u16::from_le_bytes(two.try_into().expect("2 bytes"))) << (8 * i);
+        i += 2;
+    }
+    if let Some(&one) = b.get(i) {
+        word |= u64::from(one) << (8 * i);
+    }
+    word
 }
 
 /// Bytes whose `Hash` is exactly one `write` of themselves: no length

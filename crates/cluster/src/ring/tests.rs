@@ -152,6 +152,18 @@ fn point_is_siphash24_with_zero_keys_over_the_raw_bytes() {
         assert_eq!(point(&key), siphasher_zero(&key), "{key:?}");
     }
     assert_eq!(point(b""), siphasher_zero(b""));
+    // Every length, every tail width, against the reference and against
+    // the hasher `hashring` places keys with.
+    let bytes: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+    for len in 0..=bytes.len() {
+        let key = &bytes[..len];
+        assert_eq!(point(key), siphasher_zero(key), "length {len}");
+        assert_eq!(
+            point(key),
+            hashring::DefaultHashBuilder.hash_one(super::Raw(key)),
+            "length {len}"
+        );
+    }
     // Pinned, so a hasher that changed under us fails here first.
     assert_eq!(point(b""), 0x1e92_4b9d_7377_00d7);
     assert_eq!(point(b"shoal-0#0"), 0x3da9_d737_fa65_1bf9);
