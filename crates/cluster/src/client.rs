@@ -5,7 +5,7 @@
 //! store call it carries, so a handle does not make one call per operation.
 //! Callers hand their [`Operation`]s to [`Peer::send`], which queues them on
 //! a bounded channel to one task per peer. That task gathers whatever is
-//! queued into a [`BatchRequest`] (up to [`ClientConfig::max_batch_ops`]
+//! queued into a [`BatchRequest`](crate::peer::v1::BatchRequest) (up to [`ClientConfig::max_batch_ops`]
 //! operations or [`ClientConfig::max_batch_bytes`] bytes), sends it down one
 //! long-lived `Pipeline` stream as soon as the stream's window
 //! ([`ClientConfig::max_in_flight`] unanswered batches) has room — no timer,
@@ -34,17 +34,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use prost::Message;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
+use tonic::client::Grpc;
+use tonic::codec::Streaming;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+use crate::codec::PeerCodec;
 use crate::packed::FEATURE_PACKED_GETS;
 use crate::peer::v1::peer_client::PeerClient;
 use crate::peer::v1::{
-    BatchRequest, BatchResponse, ErrorCode, Operation, OperationResult, operation, operation_result,
+    BatchResponse, ErrorCode, Operation, OperationResult, operation, operation_result,
 };
 use crate::{Error, NodeName};
 
@@ -182,15 +187,34 @@ type Answer = Result<OperationResult, Error>;
 /// One operation waiting for its answer.
 #[derive(Debug)]
 struct Queued {
-    op: Operation,
+    /// The encoded `Operation`, by its caller (see [`EncodedBatch`]).
+    op: Bytes,
     /// The version of the ring the caller routed `op` with (0: unknown).
     ring_version: u64,
-    /// Encoded size within a batch, computed by the caller so that the
-    /// peer's task does not.
-    size: usize,
     deadline: Instant,
     reply: oneshot::Sender<Answer>,
 }
+
+/// A `BatchRequest` as this client sends it: the same fields, each
+/// operation already encoded by the caller that queued it. An embedded
+/// message and a `bytes` field share one wire form (a length-delimited
+/// field), so the owner decodes this as the `BatchRequest` it is. The
+/// peer's task then only concatenates: it neither walks the operations to
+/// size them (prost sizes a nested message once per level) nor drops
+/// them, and the caller lets go of the slices of its read buffer that an
+/// operation held as soon as it is queued.
+#[derive(Clone, PartialEq, Message)]
+struct EncodedBatch {
+    #[prost(uint64, tag = "1")]
+    id: u64,
+    #[prost(uint64, tag = "2")]
+    ring_version: u64,
+    #[prost(bytes = "bytes", repeated, tag = "3")]
+    operations: Vec<Bytes>,
+}
+
+/// The `Pipeline` method, as the generated client names it.
+const PIPELINE: &str = "/shoal.peer.v1.Peer/Pipeline";
 
 /// Bounds of one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,11 +253,10 @@ pub(crate) fn assemble<T>(
     batch
 }
 
-/// Bytes an operation adds to a `BatchRequest`: the field's tag, length
-/// prefix and the message.
-fn framed_len(op: &Operation) -> usize {
-    let len = op.encoded_len();
-    1 + prost::length_delimiter_len(len) + len
+/// Bytes an encoded operation adds to a `BatchRequest`: the field's tag,
+/// length prefix and the message.
+fn framed_len(op: &[u8]) -> usize {
+    1 + prost::length_delimiter_len(op.len()) + op.len()
 }
 
 /// A batch on the stream, waiting for its answer.
@@ -293,6 +316,8 @@ fn fail(replies: impl IntoIterator<Item = oneshot::Sender<Answer>>, e: &Error) {
 pub struct Peer {
     addr: Arc<str>,
     queue: mpsc::Sender<Queued>,
+    /// For unary calls; the peer's task streams batches on the same
+    /// channel.
     client: PeerClient<Channel>,
     deadline: Duration,
     /// The peer's stream answered with `FEATURE_PACKED_GETS` (cleared
@@ -319,18 +344,14 @@ impl Peer {
             .tcp_nodelay(true)
             .http2_keep_alive_interval(config.keepalive)
             .keep_alive_timeout(config.deadline);
-        let client = PeerClient::new(endpoint.connect_lazy())
-            .max_decoding_message_size(config.max_response_bytes);
+        let channel = endpoint.connect_lazy();
+        let client =
+            PeerClient::new(channel.clone()).max_decoding_message_size(config.max_response_bytes);
+        let grpc = Grpc::new(channel).max_decoding_message_size(config.max_response_bytes);
         let (queue, rx) = mpsc::channel(config.max_queued.max(1));
         let addr: Arc<str> = Arc::from(addr);
         let packs = Arc::new(AtomicBool::new(false));
-        tokio::spawn(run(
-            rx,
-            client.clone(),
-            config.clone(),
-            addr.clone(),
-            packs.clone(),
-        ));
+        tokio::spawn(run(rx, grpc, config.clone(), addr.clone(), packs.clone()));
         Ok(Peer {
             addr,
             queue,
@@ -387,8 +408,7 @@ impl Peer {
         let deadline = Instant::now() + self.deadline;
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
-            size: framed_len(&op),
-            op,
+            op: op.encode_to_vec().into(),
             ring_version,
             deadline,
             reply,
@@ -529,7 +549,7 @@ impl Future for Ticket {
 /// the next operation. Ends when every handle is gone and nothing is left.
 async fn run(
     mut queue: mpsc::Receiver<Queued>,
-    client: PeerClient<Channel>,
+    grpc: Grpc<Channel>,
     config: ClientConfig,
     addr: Arc<str>,
     packs: Arc<AtomicBool>,
@@ -544,14 +564,7 @@ async fn run(
         }
         // A new stream may reach another process under the same address.
         packs.store(false, Ordering::Relaxed);
-        let session = session(
-            &mut queue,
-            &mut carry,
-            client.clone(),
-            &config,
-            &addr,
-            &packs,
-        );
+        let session = session(&mut queue, &mut carry, grpc.clone(), &config, &addr, &packs);
         let why = match session.await {
             End::Closed => return,
             End::Idle => continue,
@@ -565,6 +578,21 @@ async fn run(
             fail([q.reply], &e);
         }
     }
+}
+
+/// Opens the `Pipeline` stream (as the generated client's `pipeline` does),
+/// with this client's own encoding of its request messages.
+async fn pipeline(
+    grpc: &mut Grpc<Channel>,
+    batches: mpsc::Receiver<EncodedBatch>,
+) -> Result<tonic::Response<Streaming<BatchResponse>>, tonic::Status> {
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
+    let request = tonic::Request::new(ReceiverStream::new(batches));
+    let codec = PeerCodec::<EncodedBatch, BatchResponse>::default();
+    grpc.streaming(request, PathAndQuery::from_static(PIPELINE), codec)
+        .await
 }
 
 /// Why a pipeline session ended.
@@ -593,7 +621,7 @@ fn next_live(queue: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
 async fn session(
     queue: &mut mpsc::Receiver<Queued>,
     carry: &mut Option<Queued>,
-    mut client: PeerClient<Channel>,
+    mut grpc: Grpc<Channel>,
     config: &ClientConfig,
     addr: &str,
     packs: &AtomicBool,
@@ -603,7 +631,7 @@ async fn session(
         max_bytes: config.max_batch_bytes,
     };
     let window = config.max_in_flight.max(1);
-    let (body, body_rx) = mpsc::channel::<BatchRequest>(window);
+    let (body, body_rx) = mpsc::channel::<EncodedBatch>(window);
     let mut in_flight: VecDeque<InFlight> = VecDeque::new();
     let mut next_id = 0u64;
     let mut closed = false;
@@ -619,7 +647,13 @@ async fn session(
                 *carry = None;
             }
             let waiting = queue.len() + usize::from(carry.is_some());
-            let batch = assemble(carry, || next_live(queue), |q| q.size, limits, waiting);
+            let batch = assemble(
+                carry,
+                || next_live(queue),
+                |q| framed_len(&q.op),
+                limits,
+                waiting,
+            );
             if batch.is_empty() {
                 break;
             }
@@ -638,7 +672,7 @@ async fn session(
                 operations.push(q.op);
                 replies.push(q.reply);
             }
-            let request = BatchRequest {
+            let request = EncodedBatch {
                 id: next_id,
                 ring_version,
                 operations,
@@ -660,7 +694,7 @@ async fn session(
         let Some(first_deadline) = in_flight.front().map(|b| b.deadline) else {
             return Ok(End::Idle);
         };
-        let call = client.pipeline(ReceiverStream::new(body_rx));
+        let call = pipeline(&mut grpc, body_rx);
         let mut answers = match tokio::time::timeout_at(first_deadline, call).await {
             Ok(Ok(response)) => response.into_inner(),
             Ok(Err(status)) => return Err(Error::from(status).to_string()),
@@ -782,6 +816,47 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::peer::v1::{BatchRequest, GetRequest, StoreRequest};
+
+    #[test]
+    fn an_encoded_batch_is_read_as_the_batch_request_it_stands_for() {
+        let operations = vec![
+            Operation {
+                op: Some(operation::Op::Get(GetRequest {
+                    packed_keys: Bytes::from_static(b"\x01a\x02bc"),
+                    omit: 3,
+                    ..Default::default()
+                })),
+            },
+            Operation {
+                op: Some(operation::Op::Store(StoreRequest {
+                    key: Bytes::from_static(b"k"),
+                    value: Bytes::from(vec![7u8; 300]),
+                    flags: 9,
+                    ..Default::default()
+                })),
+            },
+            Operation::default(),
+        ];
+        let encoded = EncodedBatch {
+            id: 41,
+            ring_version: 1 << 40,
+            operations: operations
+                .iter()
+                .map(|op| op.encode_to_vec().into())
+                .collect(),
+        };
+        let expected = BatchRequest {
+            id: 41,
+            ring_version: 1 << 40,
+            operations,
+        };
+        let wire = encoded.encode_to_vec();
+        assert_eq!(wire, expected.encode_to_vec());
+        assert_eq!(BatchRequest::decode(&wire[..]).unwrap(), expected);
+        let sized: usize = encoded.operations.iter().map(|op| framed_len(op)).sum();
+        assert_eq!(sized + 1 + 1 + 1 + 6, wire.len());
+    }
 
     const LIMITS: Limits = Limits {
         max_ops: 4,
