@@ -671,3 +671,52 @@ fn cas_tokens_of_one_node_never_match_on_another() {
     }
     assert_eq!(tags.len(), 3, "CAS values share their node bits: {tags:?}");
 }
+
+#[test]
+fn pipelined_writes_and_gets_from_many_connections_keep_each_connections_order() {
+    // Plain gets from every connection travel together, in one shared get
+    // per owner; still, a connection's get sees what that connection wrote
+    // just before it, and never what it wrote or deleted after it.
+    let nodes = start_cluster(3);
+    let keys: Vec<String> = (0..400).map(|i| format!("o{i}")).collect();
+    let remote: Vec<&String> = keys
+        .iter()
+        .filter(|k| owner(&NAMES, k) != "shoal-0")
+        .collect();
+    const CONNS: usize = 8;
+    std::thread::scope(|s| {
+        for t in 0..CONNS {
+            let mut conn = nodes[0].conn();
+            let mine: Vec<&String> = remote.iter().skip(t).step_by(CONNS).copied().collect();
+            s.spawn(move || {
+                for round in 0..30 {
+                    let value = format!("{t}-{round}");
+                    let (mut request, mut want) = (String::new(), String::new());
+                    for key in &mine {
+                        request.push_str(&format!(
+                            "get {key}\r\nset {key} 0 0 {}\r\n{value}\r\nget {key}\r\ndelete {key}\r\nget {key}\r\n",
+                            value.len()
+                        ));
+                        want.push_str(&format!(
+                            "END\r\nSTORED\r\nVALUE {key} 0 {}\r\n{value}\r\nEND\r\nDELETED\r\nEND\r\n",
+                            value.len()
+                        ));
+                    }
+                    assert_eq!(conn.text_str(&request), want, "connection {t}, round {round}");
+                }
+            });
+        }
+    });
+    // A flush_all in the middle of a pipeline: the get before it hits,
+    // the one after it misses, the one after the next set hits again.
+    let key = remote[0];
+    let got = nodes[0].conn().text_str(&format!(
+        "set {key} 0 0 1\r\na\r\nget {key}\r\nflush_all\r\nget {key}\r\nset {key} 0 0 1\r\nb\r\nget {key}\r\n"
+    ));
+    assert_eq!(
+        got,
+        format!(
+            "STORED\r\nVALUE {key} 0 1\r\na\r\nEND\r\nOK\r\nEND\r\nSTORED\r\nVALUE {key} 0 1\r\nb\r\nEND\r\n"
+        )
+    );
+}

@@ -14,6 +14,15 @@
 //! oneshot. The owner answers a stream's batches in arrival order, so
 //! operations sent to one peer are executed in the order `send` was called.
 //!
+//! Plain gets are the bulk of the traffic, and one operation each would
+//! cost both ends more than the lookups it carries. A caller instead joins
+//! the peer's open [`SharedGet`] ([`Peer::join_get`]): every caller's packed
+//! keys go out as one `GetRequest`, whose answer is checked and indexed
+//! once and read by each caller at its own positions ([`Joined`]). A shared
+//! get runs where it opened in the queue, so a get joins only if no
+//! operation queued since then may name one of its keys; that keeps each
+//! caller's own order, which is all a memcache connection can observe.
+//!
 //! # Failure
 //! Every operation has a deadline ([`ClientConfig::deadline`]). When the
 //! stream breaks, the peer answers out of turn, or the oldest unanswered
@@ -31,10 +40,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use prost::Message;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, oneshot};
@@ -46,10 +56,11 @@ use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::codec::PeerCodec;
-use crate::packed::FEATURE_PACKED_GETS;
+use crate::packed::{self, FEATURE_PACKED_GETS, Items};
+use crate::peer::OMIT_CAS;
 use crate::peer::v1::peer_client::PeerClient;
 use crate::peer::v1::{
-    BatchResponse, ErrorCode, Operation, OperationResult, operation, operation_result,
+    BatchResponse, ErrorCode, GetRequest, Operation, OperationResult, operation, operation_result,
 };
 use crate::{Error, NodeName};
 
@@ -184,15 +195,76 @@ impl From<Error> for tonic::Status {
 /// What a caller is handed for one operation.
 type Answer = Result<OperationResult, Error>;
 
-/// One operation waiting for its answer.
+/// What callers queue for the peer's task.
 #[derive(Debug)]
-struct Queued {
+enum Queued {
+    /// One caller's operation.
+    One(Ready),
+    /// Where a shared get sits in the queue: its keys keep growing until
+    /// the task takes it ([`Peer::join_get`]).
+    Shared(Arc<SharedGet>),
+}
+
+/// One operation ready to go into a batch.
+#[derive(Debug)]
+struct Ready {
     /// The encoded `Operation`, by its caller (see [`EncodedBatch`]).
     op: Bytes,
     /// The version of the ring the caller routed `op` with (0: unknown).
     ring_version: u64,
     deadline: Instant,
-    reply: oneshot::Sender<Answer>,
+    reply: Reply,
+}
+
+/// Who an operation's answer goes to.
+#[derive(Debug)]
+enum Reply {
+    One(oneshot::Sender<Answer>),
+    Shared(Arc<SharedGet>),
+}
+
+impl Reply {
+    fn send(self, answer: Answer) {
+        match self {
+            // A caller that stopped waiting is no error.
+            Reply::One(reply) => drop(reply.send(answer)),
+            Reply::Shared(get) => get.resolve(answer),
+        }
+    }
+
+    /// Whether nobody waits for the answer any more.
+    fn is_closed(&self) -> bool {
+        match self {
+            Reply::One(reply) => reply.is_closed(),
+            Reply::Shared(_) => false,
+        }
+    }
+}
+
+impl Queued {
+    /// The operation as it goes into a batch: a shared get stops gathering
+    /// here.
+    fn ready(self) -> Ready {
+        match self {
+            Queued::One(ready) => ready,
+            Queued::Shared(get) => {
+                let (op, ring_version) = get.take();
+                Ready {
+                    op,
+                    ring_version,
+                    deadline: get.deadline,
+                    reply: Reply::Shared(get),
+                }
+            }
+        }
+    }
+
+    fn fail(self, e: &Error) {
+        match self {
+            Queued::One(ready) => ready.reply.send(Err(e.clone())),
+            Queued::Shared(get) => get.resolve(Err(e.clone())),
+        }
+    }
 }
 
 /// A `BatchRequest` as this client sends it: the same fields, each
@@ -265,7 +337,7 @@ struct InFlight {
     id: u64,
     /// The earliest deadline among its operations.
     deadline: Instant,
-    replies: Vec<oneshot::Sender<Answer>>,
+    replies: Vec<Reply>,
 }
 
 /// Hands the results of `response` to the callers of the oldest batch in
@@ -294,15 +366,207 @@ fn deliver(in_flight: &mut VecDeque<InFlight>, response: BatchResponse) -> Resul
         return Err(e);
     }
     for (reply, result) in batch.replies.into_iter().zip(response.results) {
-        // A caller that stopped waiting is no error.
-        let _ = reply.send(Ok(result));
+        reply.send(Ok(result));
     }
     Ok(())
 }
 
-fn fail(replies: impl IntoIterator<Item = oneshot::Sender<Answer>>, e: &Error) {
+fn fail(replies: impl IntoIterator<Item = Reply>, e: &Error) {
     for reply in replies {
-        let _ = reply.send(Err(e.clone()));
+        reply.send(Err(e.clone()));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Gets shared by many callers.
+
+/// Most keys one shared get gathers, and most bytes of packed keys.
+const SHARED_MAX_KEYS: usize = 4096;
+const SHARED_MAX_BYTES: usize = 256 << 10;
+
+/// The plain gets of many callers to one peer, gathered into one packed
+/// `GetRequest` ([`Peer::join_get`]): the peer decodes, serves and answers
+/// one operation where it would have had one per caller, and the answer
+/// is checked and indexed once, for all of them.
+#[derive(Debug)]
+pub struct SharedGet {
+    omit: u32,
+    /// The first caller's deadline.
+    deadline: Instant,
+    state: Mutex<SharedState>,
+}
+
+#[derive(Debug)]
+struct SharedState {
+    /// Packed keys, until the peer's task takes them.
+    keys: BytesMut,
+    count: usize,
+    /// The ring version every caller routed with (0: not one for all).
+    ring_version: u64,
+    /// Taken by the peer's task (or failed): no more keys join.
+    taken: bool,
+    answer: Option<Result<Arc<Items>, Error>>,
+    wakers: Vec<Waker>,
+}
+
+impl SharedGet {
+    fn lock(&self) -> MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Stops the gathering: the encoded `Operation` it became, and the
+    /// ring version it was routed with.
+    fn take(&self) -> (Bytes, u64) {
+        let mut state = self.lock();
+        state.taken = true;
+        let op = Operation {
+            op: Some(operation::Op::Get(GetRequest {
+                packed_keys: std::mem::take(&mut state.keys).freeze(),
+                omit: self.omit,
+                ..GetRequest::default()
+            })),
+        };
+        (op.encode_to_vec().into(), state.ring_version)
+    }
+
+    /// Keeps the answer (the first one only) and wakes every caller.
+    fn resolve(&self, answer: Answer) {
+        let cas = self.omit & OMIT_CAS == 0;
+        let wakers = {
+            let mut state = self.lock();
+            if state.answer.is_some() {
+                return;
+            }
+            state.taken = true;
+            let count = state.count;
+            state.answer = Some(answer.and_then(|r| {
+                match r.result {
+                    Some(operation_result::Result::Get(r)) => match Error::from_code(r.error) {
+                        Some(e) => Err(e),
+                        None => Items::new(r.packed_items, r.values, cas, count)
+                            .map(Arc::new)
+                            .map_err(|packed::Malformed| Error::Peer(ErrorCode::InvalidArgument)),
+                    },
+                    _ => Err(Error::Peer(ErrorCode::InvalidArgument)),
+                }
+            }));
+            std::mem::take(&mut state.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// One caller's part of a [`SharedGet`]: its keys are the answer's
+/// `start()..start() + n`.
+#[derive(Debug)]
+pub struct Joined {
+    get: Arc<SharedGet>,
+    start: usize,
+    /// Where this caller's waker sits in the get's list, once it is there.
+    waker: Option<usize>,
+}
+
+impl Joined {
+    /// The position of this caller's first key in the answer.
+    pub fn start(&self) -> usize {
+        self.start
+    }
+
+    /// When the peer's task fails the get if no answer came.
+    pub fn deadline(&self) -> Instant {
+        self.get.deadline
+    }
+
+    /// The checked answer, shared by every caller; an error when the get
+    /// failed (or its answer did not fit it).
+    pub fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<Items>, Error>> {
+        let mut state = self.get.lock();
+        if let Some(answer) = &state.answer {
+            return Poll::Ready(answer.clone());
+        }
+        match self.waker {
+            Some(i) if state.wakers[i].will_wake(cx.waker()) => {}
+            Some(i) => state.wakers[i] = cx.waker().clone(),
+            None => {
+                self.waker = Some(state.wakers.len());
+                state.wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
+    }
+}
+
+/// Hashes of the keys of the operations queued since the open shared get
+/// opened: a caller whose get may name one of them must not join it
+/// (the shared get runs where it opened, before them). A false positive
+/// only opens another shared get.
+#[derive(Debug, Default)]
+struct KeyFilter {
+    bits: [u64; 32],
+    any: bool,
+}
+
+impl KeyFilter {
+    fn bit(key: &[u8]) -> (usize, u64) {
+        let mut h = key.len() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+        for chunk in key.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+        let bit = (h >> 53) as usize; // 0..2048
+        (bit / 64, 1 << (bit % 64))
+    }
+
+    fn insert(&mut self, key: &[u8]) {
+        let (word, mask) = Self::bit(key);
+        self.bits[word] |= mask;
+        self.any = true;
+    }
+
+    fn contains(&self, key: &[u8]) -> bool {
+        let (word, mask) = Self::bit(key);
+        self.bits[word] & mask != 0
+    }
+}
+
+/// The shared get still gathering keys, and what was queued after it.
+#[derive(Debug, Default)]
+struct Open {
+    get: Option<Arc<SharedGet>>,
+    since: KeyFilter,
+}
+
+/// Calls `f` with every key `op` names; false for an operation without
+/// keys (flush_all, stats), which nothing may be moved across.
+fn each_key(op: &Operation, mut f: impl FnMut(&[u8])) -> bool {
+    use operation::Op;
+    match &op.op {
+        Some(Op::Get(r)) => {
+            r.keys.iter().for_each(|k| f(k));
+            packed::keys(&r.packed_keys)
+                .into_iter()
+                .flatten()
+                .for_each(f);
+            true
+        }
+        Some(Op::Store(r)) => {
+            f(&r.key);
+            true
+        }
+        Some(Op::Delete(r)) => {
+            f(&r.key);
+            true
+        }
+        Some(Op::Arith(r)) => {
+            f(&r.key);
+            true
+        }
+        Some(Op::Touch(r)) => {
+            f(&r.key);
+            true
+        }
+        Some(Op::FlushAll(_) | Op::Stats(_)) | None => false,
     }
 }
 
@@ -323,6 +587,9 @@ pub struct Peer {
     /// The peer's stream answered with `FEATURE_PACKED_GETS` (cleared
     /// whenever a new stream starts: the peer may have been replaced).
     packs: Arc<AtomicBool>,
+    /// The shared get being gathered; its lock also orders what is
+    /// queued.
+    open: Arc<Mutex<Open>>,
 }
 
 impl Peer {
@@ -358,6 +625,7 @@ impl Peer {
             client,
             deadline: config.deadline,
             packs,
+            open: Arc::default(),
         })
     }
 
@@ -407,21 +675,107 @@ impl Peer {
     pub fn enqueue(&self, op: Operation, ring_version: u64) -> Ticket {
         let deadline = Instant::now() + self.deadline;
         let (reply, answer) = oneshot::channel();
-        let queued = Queued {
+        let queued = Queued::One(Ready {
             op: op.encode_to_vec().into(),
             ring_version,
             deadline,
-            reply,
-        };
-        let answer = match self.queue.try_send(queued) {
-            Ok(()) => Ok(answer),
-            Err(TrySendError::Full(_)) => Err(self.unavailable("too many operations queued")),
-            Err(TrySendError::Closed(_)) => Err(self.unavailable("client task is gone")),
+            reply: Reply::One(reply),
+        });
+        let answer = {
+            let mut open = self.lock_open();
+            if open.get.is_some() {
+                let since = &mut open.since;
+                if !each_key(&op, |key| since.insert(key)) {
+                    open.get = None;
+                }
+            }
+            self.queue_up(queued).map(|()| answer)
         };
         Ticket {
             answer: Some(answer),
             addr: self.addr.clone(),
             deadline,
+        }
+    }
+
+    /// Adds the plain get of `count` packed `keys` ([`crate::packed`]) to
+    /// the shared get being gathered for this peer, or opens one: the
+    /// peer's task sends it as one operation, with every caller's keys,
+    /// when it next fills a batch. The answer is the caller's part of it
+    /// ([`Joined`]); it never outlives the deadline.
+    ///
+    /// A shared get runs where it opened in the queue. Nothing a caller
+    /// queued earlier therefore runs after its get, and a get joins only
+    /// if none of its keys may be named by an operation queued since the
+    /// shared get opened (which it must not overtake).
+    pub fn join_get(&self, keys: &[u8], count: usize, omit: u32, ring_version: u64) -> Joined {
+        let mut open = self.lock_open();
+        if let Some(get) = &open.get
+            && get.omit == omit
+            && (!open.since.any
+                || !packed::keys(keys)
+                    .into_iter()
+                    .flatten()
+                    .any(|key| open.since.contains(key)))
+        {
+            let mut state = get.lock();
+            if !state.taken
+                && state.count + count <= SHARED_MAX_KEYS
+                && state.keys.len() + keys.len() <= SHARED_MAX_BYTES
+            {
+                state.keys.extend_from_slice(keys);
+                let start = state.count;
+                state.count += count;
+                if state.ring_version != ring_version {
+                    state.ring_version = 0;
+                }
+                return Joined {
+                    get: get.clone(),
+                    start,
+                    waker: None,
+                };
+            }
+        }
+        let get = Arc::new(SharedGet {
+            omit,
+            deadline: Instant::now() + self.deadline,
+            state: Mutex::new(SharedState {
+                keys: BytesMut::from(keys),
+                count,
+                ring_version,
+                taken: false,
+                answer: None,
+                wakers: Vec::new(),
+            }),
+        });
+        match self.queue_up(Queued::Shared(get.clone())) {
+            Ok(()) => {
+                open.get = Some(get.clone());
+                open.since = KeyFilter::default();
+            }
+            Err(e) => {
+                open.get = None;
+                get.resolve(Err(e));
+            }
+        }
+        Joined {
+            get,
+            start: 0,
+            waker: None,
+        }
+    }
+
+    fn lock_open(&self) -> MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues for the peer's task (under the `open` lock, so the queue's
+    /// order is the order the shared get's rules saw).
+    fn queue_up(&self, queued: Queued) -> Result<(), Error> {
+        match self.queue.try_send(queued) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(self.unavailable("too many operations queued")),
+            Err(TrySendError::Closed(_)) => Err(self.unavailable("client task is gone")),
         }
     }
 
@@ -558,7 +912,7 @@ async fn run(
     loop {
         if carry.is_none() {
             match queue.recv().await {
-                Some(q) => carry = Some(q),
+                Some(q) => carry = Some(q.ready()),
                 None => return,
             }
         }
@@ -573,9 +927,9 @@ async fn run(
         let e = unavailable(&addr, &why);
         // Everything queued before the failure was known fails with it:
         // promptly, rather than after a reconnect attempt each.
-        fail(carry.take().map(|q| q.reply), &e);
+        fail(carry.take().map(|r| r.reply), &e);
         while let Ok(q) = queue.try_recv() {
-            fail([q.reply], &e);
+            q.fail(&e);
         }
     }
 }
@@ -607,9 +961,9 @@ enum End {
 }
 
 /// Takes the next queued operation whose caller still waits.
-fn next_live(queue: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
+fn next_live(queue: &mut mpsc::Receiver<Queued>) -> Option<Ready> {
     loop {
-        let q = queue.try_recv().ok()?;
+        let q = queue.try_recv().ok()?.ready();
         if !q.reply.is_closed() {
             return Some(q);
         }
@@ -620,7 +974,7 @@ fn next_live(queue: &mut mpsc::Receiver<Queued>) -> Option<Queued> {
 /// the answers, until the stream breaks or every handle is gone.
 async fn session(
     queue: &mut mpsc::Receiver<Queued>,
-    carry: &mut Option<Queued>,
+    carry: &mut Option<Ready>,
     mut grpc: Grpc<Channel>,
     config: &ClientConfig,
     addr: &str,
@@ -639,7 +993,7 @@ async fn session(
     // Queue the batches available now, then place the call: the first
     // batch travels with the call's headers.
     let mut send_ready = |in_flight: &mut VecDeque<InFlight>,
-                          carry: &mut Option<Queued>,
+                          carry: &mut Option<Ready>,
                           queue: &mut mpsc::Receiver<Queued>|
      -> Result<(), String> {
         while in_flight.len() < window {
@@ -727,7 +1081,7 @@ async fn session(
                 }
                 queued = queue.recv(), if !closed && carry.is_none() && in_flight.len() < window => {
                     match queued {
-                        Some(q) => *carry = Some(q),
+                        Some(q) => *carry = Some(q.ready()),
                         None => closed = true,
                     }
                 }
@@ -912,7 +1266,12 @@ mod tests {
     }
 
     fn in_flight(id: u64, n: usize) -> (InFlight, Vec<oneshot::Receiver<Answer>>) {
-        let (replies, answers) = (0..n).map(|_| oneshot::channel()).unzip();
+        let (replies, answers) = (0..n)
+            .map(|_| {
+                let (reply, answer) = oneshot::channel();
+                (Reply::One(reply), answer)
+            })
+            .unzip();
         let batch = InFlight {
             id,
             deadline: Instant::now(),

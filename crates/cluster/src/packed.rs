@@ -182,20 +182,18 @@ pub struct Hit<'a> {
     pub value: Value<'a>,
 }
 
-/// A checked packed answer, read by key position. Reading in increasing
-/// positions (as a pass answers its keys) walks the answer once; going
-/// back starts over from the first entry.
+/// A checked packed answer, read by key position in any order: its
+/// entries are indexed once, when it is checked, so the many callers that
+/// share one answer (see `client::Joined`) each read their own keys
+/// directly.
 #[derive(Debug, Default)]
 pub struct Items {
     packed: Bytes,
     values: Vec<Bytes>,
     cas: bool,
-    len: usize,
-    /// The position and offset of the next entry to walk, and how many
-    /// out-of-line values lie before it.
-    next: usize,
-    at: usize,
-    value: usize,
+    /// Per entry: its offset in `packed`, and how many out-of-line values
+    /// lie before it.
+    index: Vec<(u32, u32)>,
 }
 
 impl Items {
@@ -211,58 +209,46 @@ impl Items {
         cas: bool,
         keys: usize,
     ) -> Result<Items, Malformed> {
+        // An answer past 4 GiB is refused long before (the client's
+        // response limit), so offsets fit in u32.
+        if u32::try_from(packed.len()).is_err() {
+            return Err(Malformed);
+        }
+        let mut index = Vec::with_capacity(keys);
         let mut at = 0;
-        let mut count = 0;
         let mut out_of_line = 0;
-        while at < packed.len() {
+        while at < packed.len() && index.len() < keys {
             let (len, ool) = entry(&packed, at, cas)?;
+            index.push((at as u32, out_of_line as u32));
             at += len;
             out_of_line += usize::from(ool);
-            count += 1;
         }
-        if at != packed.len() || count != keys || out_of_line != values.len() {
+        if at != packed.len() || index.len() != keys || out_of_line != values.len() {
             return Err(Malformed);
         }
         Ok(Items {
             packed,
             values,
             cas,
-            len: keys,
-            ..Items::default()
+            index,
         })
     }
 
     /// How many keys it answers.
     pub fn len(&self) -> usize {
-        self.len
+        self.index.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.len == 0
+        self.index.is_empty()
     }
 
     /// The answer for the key at `pos`: `None` for a miss, or past the end.
-    pub fn get(&mut self, pos: usize) -> Option<Hit<'_>> {
-        if pos >= self.len {
-            return None;
-        }
-        if pos < self.next {
-            (self.next, self.at, self.value) = (0, 0, 0);
-        }
-        // Checked in `new`: every entry up to `len` parses.
-        while self.next < pos {
-            let (len, ool) = entry(&self.packed, self.at, self.cas).ok()?;
-            self.at += len;
-            self.value += usize::from(ool);
-            self.next += 1;
-        }
-        let (len, ool) = entry(&self.packed, self.at, self.cas).ok()?;
-        let at = self.at;
-        let value_index = self.value;
-        self.at += len;
-        self.value += usize::from(ool);
-        self.next += 1;
-
+    pub fn get(&self, pos: usize) -> Option<Hit<'_>> {
+        let &(at, value_index) = self.index.get(pos)?;
+        let (at, value_index) = (at as usize, value_index as usize);
+        // Checked in `new`: every indexed entry parses.
+        let (len, ool) = entry(&self.packed, at, self.cas).ok()?;
         let e = &self.packed[at..at + len];
         let bits = e[0];
         if bits & FOUND == 0 {
@@ -385,7 +371,7 @@ mod tests {
         for cas in [false, true] {
             let (packed, values) = answer(cas);
             assert_eq!(values.len(), 1, "only the large value goes out of line");
-            let mut items = Items::new(packed, values.clone(), cas, 5).unwrap();
+            let items = Items::new(packed, values.clone(), cas, 5).unwrap();
             let want_cas = |c: u64| if cas { c } else { 0 };
             let first = Hit {
                 flags: 7,
@@ -445,7 +431,7 @@ mod tests {
     #[test]
     fn an_empty_answer_answers_no_keys() {
         let (packed, values) = ItemWriter::new(0, true).finish();
-        let mut items = Items::new(packed, values, true, 0).unwrap();
+        let items = Items::new(packed, values, true, 0).unwrap();
         assert!(items.is_empty());
         assert_eq!(items.get(0), None);
     }

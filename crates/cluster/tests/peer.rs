@@ -157,3 +157,72 @@ async fn the_pool_keeps_one_handle_per_name_and_follows_address_changes() {
         Err(Error::InvalidPeerAddress { .. })
     ));
 }
+
+/// `keys` packed as a get sends them ([`cluster::packed`]).
+fn packed(keys: &[&str]) -> Vec<u8> {
+    let mut blob = bytes::BytesMut::new();
+    for key in keys {
+        assert!(cluster::packed::push_key(&mut blob, key.as_bytes()));
+    }
+    blob.to_vec()
+}
+
+fn store(key: &'static str) -> Operation {
+    Operation {
+        op: Some(operation::Op::Store(cluster::peer::v1::StoreRequest {
+            key: Bytes::from_static(key.as_bytes()),
+            value: Bytes::from_static(b"v"),
+            ..Default::default()
+        })),
+    }
+}
+
+fn flush() -> Operation {
+    Operation {
+        op: Some(operation::Op::FlushAll(Default::default())),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
+    // Nothing runs between these calls (one thread, no await), so the
+    // peer's task cannot take the shared get early.
+    let peer = Peer::connect(&dead_port().await, &config(5000)).unwrap();
+    let join = |keys: &[&str]| peer.join_get(&packed(keys), keys.len(), 0, 7);
+    let a = join(&["a", "b"]);
+    let b = join(&["c"]);
+    assert_eq!(
+        (a.start(), b.start()),
+        (0, 2),
+        "the second get joins the first"
+    );
+    // A store of `d` is queued after the shared get: a get of `d` from
+    // now on must not run before it, so it opens another shared get ...
+    let stored = peer.send(store("d"));
+    let c = join(&["x", "d"]);
+    assert_eq!(c.start(), 0, "a get of a key written since opens another");
+    // ... which gets of other keys then join.
+    let d = join(&["e"]);
+    assert_eq!(d.start(), 2);
+    // Different omitted fields: another shared get.
+    let e = peer.join_get(&packed(&["f"]), 1, cluster::peer::OMIT_CAS, 7);
+    assert_eq!(e.start(), 0);
+    // Nothing moves across an operation without keys.
+    let flushed = peer.send(flush());
+    let f = peer.join_get(&packed(&["g"]), 1, cluster::peer::OMIT_CAS, 7);
+    assert_eq!(f.start(), 0, "a flush_all closes the shared get");
+
+    // Nothing listens: every part fails (and fails at once).
+    let started = Instant::now();
+    for mut joined in [a, b, c, d, e, f] {
+        let answer = std::future::poll_fn(|cx| joined.poll_answer(cx)).await;
+        assert_unavailable(answer);
+    }
+    assert_unavailable(stored.await);
+    assert_unavailable(flushed.await);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -14,7 +14,10 @@
 //! reads them and no gathered request needs the meta fields,
 //! sent when the pass ends or just before anything else goes to that owner,
 //! so one peer still sees a client's requests in the client's order; other
-//! operations are handed to the owner's peer handle at once. A multi-key
+//! operations are handed to the owner's peer handle at once. A plain packed
+//! get is not sent on its own: it joins the owner's shared get, which
+//! carries the gets of every connection to that owner in one operation
+//! (`cluster::client::Peer::join_get`). A multi-key
 //! get is split the same way: local keys are looked up now, the others
 //! ride their owners' gathered gets, all in flight together, and the
 //! answer is put back together in the client's key order. `flush_all` is
@@ -31,7 +34,7 @@ use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use cluster::client::Ticket;
+use cluster::client::{Joined, Ticket};
 use cluster::packed;
 use cluster::peer::v1::{
     self as api, ArithOp as ApiArithOp, ArithOutcome, DeleteOutcome, ErrorCode, Operation,
@@ -232,6 +235,11 @@ enum Call {
         /// For packed keys: how many, and whether the answer carries CASes.
         packed: Option<(usize, bool)>,
     },
+    /// A plain packed get, joined to the peer's shared get.
+    Joined {
+        joined: Joined,
+        stats: Arc<PeerStats>,
+    },
     Got(Got),
 }
 
@@ -268,7 +276,12 @@ impl Gathered {
 /// A gathered get's answer: a failed read is no items, all misses.
 enum Got {
     Listed(Vec<api::Item>),
-    Packed(packed::Items),
+    /// A packed answer (perhaps shared with other passes: this one's keys
+    /// start at `start`).
+    Packed {
+        items: Arc<packed::Items>,
+        start: usize,
+    },
 }
 
 /// One forwarded key's item, as either form of answer carries it.
@@ -286,7 +299,7 @@ struct RemoteItem<'a> {
 }
 
 impl Got {
-    fn item(&mut self, pos: usize) -> Option<RemoteItem<'_>> {
+    fn item(&self, pos: usize) -> Option<RemoteItem<'_>> {
         match self {
             Got::Listed(items) => items.get(pos).filter(|i| i.found).map(|i| RemoteItem {
                 flags: i.flags,
@@ -298,7 +311,7 @@ impl Got {
                 size: i.size,
                 family: 0,
             }),
-            Got::Packed(items) => items.get(pos).map(|hit| RemoteItem {
+            Got::Packed { items, start } => items.get(start + pos).map(|hit| RemoteItem {
                 flags: hit.flags,
                 cas: hit.cas,
                 value: hit.value,
@@ -397,6 +410,19 @@ impl Pass {
             omit,
         } = std::mem::replace(&mut self.calls[c], Call::Got(Got::Listed(Vec::new())))
         {
+            let target = &table.remotes[remote];
+            if let (Gathered::Packed(keys, n), None) = (&keys, touch) {
+                // A plain get: one shared get per peer carries every
+                // pass's keys.
+                target.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                self.calls[c] = Call::Joined {
+                    joined: target
+                        .peer
+                        .join_get(keys, *n, omit, table.view.ring.version()),
+                    stats: target.stats.clone(),
+                };
+                return;
+            }
             let mut request = api::GetRequest {
                 touch,
                 omit,
@@ -413,7 +439,7 @@ impl Pass {
                 }
             };
             self.calls[c] = Call::Sent {
-                sent: Sent::send(table, &table.remotes[remote], operation::Op::Get(request)),
+                sent: Sent::send(table, target, operation::Op::Get(request)),
                 packed,
             };
         }
@@ -428,11 +454,11 @@ impl Pass {
 
     /// The item answered for the `pos`th key of call `c` (a miss, or a
     /// failed read, is `None`). The pass was settled first.
-    fn item(&mut self, c: usize, pos: usize) -> Option<RemoteItem<'_>> {
-        match &mut self.calls[c] {
+    fn item(&self, c: usize, pos: usize) -> Option<RemoteItem<'_>> {
+        match &self.calls[c] {
             Call::Got(got) => got.item(pos),
             // Not sent, or not settled: nothing to read.
-            Call::Gathering { .. } | Call::Sent { .. } => None,
+            Call::Gathering { .. } | Call::Sent { .. } | Call::Joined { .. } => None,
         }
     }
 }
@@ -440,20 +466,37 @@ impl Pass {
 impl Call {
     /// Whether the answer is in (polling for it if not).
     fn poll(&mut self, cx: &mut Context<'_>, node: &Node) -> bool {
-        let Call::Sent { sent, .. } = self else {
-            return true;
-        };
-        let Poll::Ready(result) = sent.poll_answer(cx, node) else {
-            return false;
-        };
-        self.got(result);
+        match self {
+            Call::Sent { sent, .. } => {
+                let Poll::Ready(result) = sent.poll_answer(cx, node) else {
+                    return false;
+                };
+                self.got(result);
+            }
+            Call::Joined { joined, stats } => {
+                let Poll::Ready(answer) = joined.poll_answer(cx) else {
+                    return false;
+                };
+                let got = shared_items(node, stats, joined, answer);
+                *self = Call::Got(got);
+            }
+            Call::Gathering { .. } | Call::Got(_) => {}
+        }
         true
     }
 
     fn overdue(&mut self, node: &Node) {
-        if let Call::Sent { sent, .. } = self {
-            let result = sent.overdue(node);
-            self.got(result);
+        match self {
+            Call::Sent { sent, .. } => {
+                let result = sent.overdue(node);
+                self.got(result);
+            }
+            Call::Joined { joined, stats } => {
+                let overdue = Err(cluster::Error::Unavailable("peer answer overdue".into()));
+                let got = shared_items(node, stats, joined, overdue);
+                *self = Call::Got(got);
+            }
+            Call::Gathering { .. } | Call::Got(_) => {}
         }
     }
 
@@ -470,6 +513,30 @@ impl Call {
             None => {
                 sent.stats.errors.fetch_add(1, Ordering::Relaxed);
             }
+        }
+    }
+}
+
+/// This pass's part of a shared get's answer, counted as [`Sent::count`]
+/// counts an operation's: a failure (all misses) is a forward error.
+fn shared_items(
+    node: &Node,
+    stats: &PeerStats,
+    joined: &Joined,
+    answer: Result<Arc<packed::Items>, cluster::Error>,
+) -> Got {
+    if let Some(m) = &node.metrics {
+        let sent = joined.deadline() - node.forward_deadline();
+        m.forward_took(stats, sent.elapsed());
+    }
+    match answer {
+        Ok(items) => Got::Packed {
+            items,
+            start: joined.start(),
+        },
+        Err(_) => {
+            stats.errors.fetch_add(1, Ordering::Relaxed);
+            Got::Listed(Vec::new())
         }
     }
 }
@@ -932,7 +999,10 @@ fn got_items(
         None => Some(Got::Listed(r.items)),
         Some((keys, cas)) => packed::Items::new(r.packed_items, r.values, cas, keys)
             .ok()
-            .map(Got::Packed),
+            .map(|items| Got::Packed {
+                items: Arc::new(items),
+                start: 0,
+            }),
     }
 }
 

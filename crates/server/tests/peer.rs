@@ -372,7 +372,7 @@ async fn packed_gets() {
         assert_eq!(r.error(), ErrorCode::None);
         assert!(r.items.is_empty(), "answered packed, not listed");
         let cas = omit & OMIT_CAS == 0;
-        let mut items = packed::Items::new(r.packed_items, r.values, cas, keys.len()).unwrap();
+        let items = packed::Items::new(r.packed_items, r.values, cas, keys.len()).unwrap();
         let want_cas = |c: u64| if cas { c } else { 0 };
         let a = items.get(0).unwrap();
         assert_eq!((a.flags, a.cas), (7, want_cas(cas_a)));
