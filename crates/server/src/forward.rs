@@ -220,6 +220,9 @@ pub(crate) struct Pass {
     /// Per remote (its index in the table): the call still gathering keys.
     open: Vec<Option<usize>>,
     calls: Vec<Call>,
+    /// The connection's safety timer for [`settle`], kept armed across
+    /// passes: arming a timer costs more than a pass's other bookkeeping.
+    net: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 enum Call {
@@ -546,12 +549,21 @@ fn shared_items(
 /// safety timer (each operation already fails at the peer client's
 /// deadline); should it fire, whatever is still missing is a failure.
 pub(crate) async fn settle(node: &Node, pass: &mut Pass, waiting: &mut [(Pending<'_>, OutBuf)]) {
-    let net = tokio::time::sleep(node.forward_net());
-    tokio::pin!(net);
+    // The timer fires between one and two `forward_net` after the pass
+    // began: it is moved only when it would fire sooner than one.
+    let (soonest, rearm) = {
+        let now = tokio::time::Instant::now();
+        (now + node.forward_net(), now + 2 * node.forward_net())
+    };
+    let Pass { calls, net, .. } = pass;
+    let net = net.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(rearm)));
+    if net.deadline() < soonest {
+        net.as_mut().reset(rearm);
+    }
     // Everything before `calls_done` / `pending_done` is in.
     let (mut calls_done, mut pending_done) = (0, 0);
     let all_in = std::future::poll_fn(|cx| {
-        while let Some(call) = pass.calls.get_mut(calls_done) {
+        while let Some(call) = calls.get_mut(calls_done) {
             if !call.poll(cx, node) {
                 return net.as_mut().poll(cx).map(|()| false);
             }
@@ -567,7 +579,7 @@ pub(crate) async fn settle(node: &Node, pass: &mut Pass, waiting: &mut [(Pending
     })
     .await;
     if !all_in {
-        for call in &mut pass.calls {
+        for call in calls.iter_mut() {
             call.overdue(node);
         }
         for (pending, _) in waiting.iter_mut() {
@@ -896,6 +908,7 @@ fn store_mode(mode: StoreMode) -> ApiStoreMode {
 impl Pending<'_> {
     /// Whether the answers of its single operations are in (polling for
     /// them if not); its gets' answers are the pass's.
+    #[inline]
     fn poll(&mut self, cx: &mut Context<'_>, node: &Node) -> bool {
         match &mut self.kind {
             Kind::One { call, .. } => call.poll(cx, node),
