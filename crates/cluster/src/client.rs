@@ -383,6 +383,9 @@ fn fail(replies: impl IntoIterator<Item = Reply>, e: &Error) {
 /// Most keys one shared get gathers, and most bytes of packed keys.
 const SHARED_MAX_KEYS: usize = 4096;
 const SHARED_MAX_BYTES: usize = 256 << 10;
+/// Room a shared get's key list starts with, so that joining seldom
+/// grows (and copies) it.
+const SHARED_FIRST_BYTES: usize = 4 << 10;
 
 /// The plain gets of many callers to one peer, gathered into one packed
 /// `GetRequest` ([`Peer::join_get`]): the peer decodes, serves and answers
@@ -507,13 +510,21 @@ struct KeyFilter {
 }
 
 impl KeyFilter {
+    /// The key's bit: a quick hash of its length and of its first and
+    /// last eight bytes (where keys that share a prefix differ), not of
+    /// every byte; a collision only costs a new shared get.
     fn bit(key: &[u8]) -> (usize, u64) {
-        let mut h = key.len() as u64 ^ 0x9e37_79b9_7f4a_7c15;
-        for chunk in key.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        }
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+        let (first, last) = match key.len() {
+            n if n >= 8 => (word(&key[..8]), word(&key[n - 8..])),
+            _ => {
+                let mut short = [0u8; 8];
+                short[..key.len()].copy_from_slice(key);
+                (u64::from_le_bytes(short), 0)
+            }
+        };
+        let h = ((first ^ key.len() as u64).wrapping_mul(K) ^ last).wrapping_mul(K);
         let bit = (h >> 53) as usize; // 0..2048
         (bit / 64, 1 << (bit % 64))
     }
@@ -740,7 +751,11 @@ impl Peer {
             omit,
             deadline: Instant::now() + self.deadline,
             state: Mutex::new(SharedState {
-                keys: BytesMut::from(keys),
+                keys: {
+                    let mut list = BytesMut::with_capacity(keys.len().max(SHARED_FIRST_BYTES));
+                    list.extend_from_slice(keys);
+                    list
+                },
                 count,
                 ring_version,
                 taken: false,

@@ -223,6 +223,8 @@ pub(crate) struct Pass {
     /// The connection's safety timer for [`settle`], kept armed across
     /// passes: arming a timer costs more than a pass's other bookkeeping.
     net: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// Emptied lists of packed keys, kept for the next pass.
+    spare_keys: Vec<BytesMut>,
 }
 
 enum Call {
@@ -381,7 +383,11 @@ impl Pass {
             self.send(table, remote);
         }
         let mut keys = if omit & OMIT_META != 0 && table.remotes[remote].peer.packs() {
-            Gathered::Packed(BytesMut::with_capacity(GATHER * 16), 0)
+            let list = self.spare_keys.pop();
+            Gathered::Packed(
+                list.unwrap_or_else(|| BytesMut::with_capacity(GATHER * 16)),
+                0,
+            )
         } else {
             Gathered::Listed(Vec::with_capacity(GATHER))
         };
@@ -414,18 +420,25 @@ impl Pass {
         } = std::mem::replace(&mut self.calls[c], Call::Got(Got::Listed(Vec::new())))
         {
             let target = &table.remotes[remote];
-            if let (Gathered::Packed(keys, n), None) = (&keys, touch) {
-                // A plain get: one shared get per peer carries every
-                // pass's keys.
-                target.stats.forwarded.fetch_add(1, Ordering::Relaxed);
-                self.calls[c] = Call::Joined {
-                    joined: target
-                        .peer
-                        .join_get(keys, *n, omit, table.view.ring.version()),
-                    stats: target.stats.clone(),
-                };
-                return;
-            }
+            let keys = match (keys, touch) {
+                (Gathered::Packed(mut keys, n), None) => {
+                    // A plain get: one shared get per peer carries every
+                    // pass's keys.
+                    target.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+                    self.calls[c] = Call::Joined {
+                        joined: target
+                            .peer
+                            .join_get(&keys, n, omit, table.view.ring.version()),
+                        stats: target.stats.clone(),
+                    };
+                    if self.spare_keys.len() < table.remotes.len() {
+                        keys.clear();
+                        self.spare_keys.push(keys);
+                    }
+                    return;
+                }
+                (keys, _) => keys,
+            };
             let mut request = api::GetRequest {
                 touch,
                 omit,
