@@ -548,6 +548,51 @@ fn a_peer_serves_a_key_it_does_not_own_only_to_a_caller_routing_with_its_own_rin
     assert_eq!(get(&nodes[2], 0), (ErrorCode::NotOwner, false));
     assert_eq!(get(&nodes[2], version ^ 1), (ErrorCode::NotOwner, false));
     assert_eq!(get(&nodes[2], version), (ErrorCode::None, false));
+
+    // A packed get carries many clients' keys: one the node does not own
+    // is a miss, and the keys it owns are still served.
+    let mine = owned_by(&NAMES, "shoal-2", &pool)[0].clone();
+    assert_eq!(
+        nodes[0]
+            .conn()
+            .text_str(&format!("set {mine} 0 0 1\r\nm\r\n")),
+        "STORED\r\n"
+    );
+    let answer = rt.block_on(async {
+        let mut client = PeerClient::connect(format!("http://{}", nodes[2].peer))
+            .await
+            .unwrap();
+        let mut keys = bytes::BytesMut::new();
+        for k in [&mine, &key, &mine] {
+            assert!(cluster::packed::push_key(&mut keys, k.as_bytes()));
+        }
+        let op = Operation {
+            op: Some(operation::Op::Get(GetRequest {
+                packed_keys: keys.freeze(),
+                omit: cluster::peer::OMIT_META,
+                ..Default::default()
+            })),
+        };
+        let answer = client
+            .batch(BatchRequest {
+                id: 1,
+                ring_version: 0,
+                operations: vec![op],
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        match answer.results[0].result.clone() {
+            Some(operation_result::Result::Get(r)) => r,
+            other => panic!("not a get's answer: {other:?}"),
+        }
+    });
+    assert_eq!(answer.error(), ErrorCode::None);
+    let items = cluster::packed::Items::new(answer.packed_items, answer.values, true, 3).unwrap();
+    let found: Vec<Option<Vec<u8>>> = (0..3)
+        .map(|i| items.get(i).map(|hit| hit.value.as_slice().to_vec()))
+        .collect();
+    assert_eq!(found, [Some(b"m".to_vec()), None, Some(b"m".to_vec())]);
 }
 
 #[test]

@@ -362,16 +362,25 @@ fn get(node: &Node, table: Option<&Table>, r: &GetRequest) -> GetResponse {
 /// A get whose keys came packed, answered packed ([`cluster::packed`]):
 /// flags, the CAS unless omitted, the key's family code (with metrics on)
 /// and the value (a packed get never asks for the meta fields).
+///
+/// A packed get carries the keys of many clients (the caller's shared
+/// get), so a key this node does not own is answered as a miss, not by
+/// refusing the whole get: while two rings disagree, only that key's
+/// reader misses. A miss is never stale.
 fn get_packed(
     node: &Node,
     table: Option<&Table>,
     r: &GetRequest,
     keys: packed::Keys<'_>,
 ) -> Result<GetResponse, ErrorCode> {
-    admit_keys(node, table, &r.namespace, keys.clone())?;
+    admit(node, &r.namespace, keys.clone())?;
     let mut answer = packed::ItemWriter::new(keys.len(), r.omit & cluster::peer::OMIT_CAS == 0);
     let metrics = node.metrics.as_ref();
     for key in keys {
+        if table.is_some_and(|t| !t.owns(key)) {
+            answer.miss();
+            continue;
+        }
         match lookup(node, key, r.touch) {
             Some(found) => {
                 let item = &found.item;
