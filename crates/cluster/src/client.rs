@@ -12,7 +12,8 @@
 //! no artificial delay: batches grow only while earlier ones are in flight —
 //! and routes each [`OperationResult`] back to its caller through a
 //! oneshot. The owner answers a stream's batches in arrival order, so
-//! operations sent to one peer are executed in the order `send` was called.
+//! operations sent to one peer are executed in the order `send` was called
+//! (a shared get, below, runs where it opened).
 //!
 //! Plain gets are the bulk of the traffic, and one operation each would
 //! cost both ends more than the lookups it carries. A caller instead joins
@@ -432,27 +433,31 @@ impl SharedGet {
         (op.encode_to_vec().into(), state.ring_version)
     }
 
-    /// Keeps the answer (the first one only) and wakes every caller.
+    /// Keeps the answer (the first one only) and wakes every caller. An
+    /// answer comes only for a taken get, whose key count is final, so its
+    /// items are checked without holding the lock.
     fn resolve(&self, answer: Answer) {
+        let count = {
+            let mut state = self.lock();
+            state.taken = true;
+            state.count
+        };
         let cas = self.omit & OMIT_CAS == 0;
+        let answer = answer.and_then(|r| match r.result {
+            Some(operation_result::Result::Get(r)) => match Error::from_code(r.error) {
+                Some(e) => Err(e),
+                None => Items::new(r.packed_items, r.values, cas, count)
+                    .map(Arc::new)
+                    .map_err(|packed::Malformed| Error::Peer(ErrorCode::InvalidArgument)),
+            },
+            _ => Err(Error::Peer(ErrorCode::InvalidArgument)),
+        });
         let wakers = {
             let mut state = self.lock();
             if state.answer.is_some() {
                 return;
             }
-            state.taken = true;
-            let count = state.count;
-            state.answer = Some(answer.and_then(|r| {
-                match r.result {
-                    Some(operation_result::Result::Get(r)) => match Error::from_code(r.error) {
-                        Some(e) => Err(e),
-                        None => Items::new(r.packed_items, r.values, cas, count)
-                            .map(Arc::new)
-                            .map_err(|packed::Malformed| Error::Peer(ErrorCode::InvalidArgument)),
-                    },
-                    _ => Err(Error::Peer(ErrorCode::InvalidArgument)),
-                }
-            }));
+            state.answer = Some(answer);
             std::mem::take(&mut state.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -475,7 +480,8 @@ impl Joined {
         self.start
     }
 
-    /// When the peer's task fails the get if no answer came.
+    /// When the peer's task fails the get if no answer came: the deadline
+    /// of the caller that opened it.
     pub fn deadline(&self) -> Instant {
         self.get.deadline
     }
@@ -541,10 +547,12 @@ impl KeyFilter {
     }
 }
 
-/// The shared get still gathering keys, and what was queued after it.
+/// The shared get opened last, and what was queued after it. Held weakly:
+/// once taken and answered, a shared get must not keep its answer (slices
+/// of a gRPC receive buffer) alive; a taken one no longer gathers keys.
 #[derive(Debug, Default)]
 struct Open {
-    get: Option<Arc<SharedGet>>,
+    get: Option<std::sync::Weak<SharedGet>>,
     since: KeyFilter,
 }
 
@@ -713,21 +721,26 @@ impl Peer {
     /// the shared get being gathered for this peer, or opens one: the
     /// peer's task sends it as one operation, with every caller's keys,
     /// when it next fills a batch. The answer is the caller's part of it
-    /// ([`Joined`]); it never outlives the deadline.
+    /// ([`Joined`]).
     ///
-    /// A shared get runs where it opened in the queue. Nothing a caller
-    /// queued earlier therefore runs after its get, and a get joins only
-    /// if none of its keys may be named by an operation queued since the
-    /// shared get opened (which it must not overtake).
+    /// A shared get runs where it opened in the queue, so a get that joins
+    /// it may run before operations queued earlier on other keys; it joins
+    /// only if none of its keys may be named by an operation queued since
+    /// the shared get opened, so no caller's get overtakes that caller's
+    /// own operation on the same key. The caller bounds its wait with a
+    /// timer of its own, as with [`Peer::enqueue`]: the peer's task fails
+    /// the get by its deadline unless the task itself is stuck.
     pub fn join_get(&self, keys: &[u8], count: usize, omit: u32, ring_version: u64) -> Joined {
         let mut open = self.lock_open();
-        if let Some(get) = &open.get
+        // Keys that do not parse (never: the caller packed them) count as
+        // a conflict.
+        let conflicts = |since: &KeyFilter| {
+            since.any
+                && packed::keys(keys).map_or(true, |mut keys| keys.any(|key| since.contains(key)))
+        };
+        if let Some(get) = open.get.as_ref().and_then(std::sync::Weak::upgrade)
             && get.omit == omit
-            && (!open.since.any
-                || !packed::keys(keys)
-                    .into_iter()
-                    .flatten()
-                    .any(|key| open.since.contains(key)))
+            && !conflicts(&open.since)
         {
             let mut state = get.lock();
             if !state.taken
@@ -740,8 +753,9 @@ impl Peer {
                 if state.ring_version != ring_version {
                     state.ring_version = 0;
                 }
+                drop(state);
                 return Joined {
-                    get: get.clone(),
+                    get,
                     start,
                     waker: None,
                 };
@@ -765,7 +779,7 @@ impl Peer {
         });
         match self.queue_up(Queued::Shared(get.clone())) {
             Ok(()) => {
-                open.get = Some(get.clone());
+                open.get = Some(Arc::downgrade(&get));
                 open.since = KeyFilter::default();
             }
             Err(e) => {

@@ -333,6 +333,10 @@ impl Got {
 /// Keys gathered for one peer before a new list must grow.
 const GATHER: usize = 16;
 
+/// The largest emptied list of packed keys a pass keeps for the next one
+/// (a huge multi-get's list is let go).
+const SPARE_KEYS_CAPACITY: usize = 4096;
+
 /// `part` as `Bytes`: a slice of `input` (no copy) when it lies within it,
 /// as everything a request decoded from `input` does; else a copy.
 fn share(input: &Bytes, part: &[u8]) -> Bytes {
@@ -431,7 +435,9 @@ impl Pass {
                             .join_get(&keys, n, omit, table.view.ring.version()),
                         stats: target.stats.clone(),
                     };
-                    if self.spare_keys.len() < table.remotes.len() {
+                    if self.spare_keys.len() < table.remotes.len()
+                        && keys.capacity() <= SPARE_KEYS_CAPACITY
+                    {
                         keys.clear();
                         self.spare_keys.push(keys);
                     }
@@ -592,11 +598,17 @@ pub(crate) async fn settle(node: &Node, pass: &mut Pass, waiting: &mut [(Pending
     })
     .await;
     if !all_in {
+        // Whatever answered meanwhile is kept; only the rest is overdue.
+        let mut cx = Context::from_waker(std::task::Waker::noop());
         for call in calls.iter_mut() {
-            call.overdue(node);
+            if !call.poll(&mut cx, node) {
+                call.overdue(node);
+            }
         }
         for (pending, _) in waiting.iter_mut() {
-            pending.overdue(node);
+            if !pending.poll(&mut cx, node) {
+                pending.overdue(node);
+            }
         }
     }
 }
