@@ -765,3 +765,63 @@ fn pipelined_writes_and_gets_from_many_connections_keep_each_connections_order()
         )
     );
 }
+
+#[test]
+fn pipelined_binary_writes_and_quiet_gets_keep_each_connections_order() {
+    // The binary form of the test above, with the quiet forms a client
+    // library pipelines (setq, getkq ended by a noop): a quiet get after
+    // a write of its key sees it, and after a delete answers nothing.
+    use binary_cases::{DELETEQ, GETK, GETKQ, SETQ};
+    let nodes = start_cluster(3);
+    let keys: Vec<String> = (0..400).map(|i| format!("q{i}")).collect();
+    let remote: Vec<&String> = keys
+        .iter()
+        .filter(|k| owner(&NAMES, k) != "shoal-0")
+        .collect();
+    const CONNS: usize = 8;
+    std::thread::scope(|s| {
+        for t in 0..CONNS {
+            let mut conn = nodes[0].conn();
+            let mine: Vec<&String> = remote.iter().skip(t).step_by(CONNS).copied().collect();
+            s.spawn(move || {
+                let extras = [0u8; 8]; // flags 0, exptime 0
+                for round in 0..30u32 {
+                    let value = format!("{t}-{round}");
+                    let mut request = Vec::new();
+                    for (i, key) in mine.iter().enumerate() {
+                        let (k, op) = (key.as_bytes(), (i as u32) * 5);
+                        request.extend(Packet::request(GETKQ, b"", k, b"", op, 0));
+                        request.extend(Packet::request(
+                            SETQ,
+                            &extras,
+                            k,
+                            value.as_bytes(),
+                            op + 1,
+                            0,
+                        ));
+                        request.extend(Packet::request(GETK, b"", k, b"", op + 2, 0));
+                        request.extend(Packet::request(DELETEQ, b"", k, b"", op + 3, 0));
+                        request.extend(Packet::request(GETKQ, b"", k, b"", op + 4, 0));
+                    }
+                    // Only each key's GETK answers: the quiet gets miss
+                    // (before the set, after the delete), the quiet writes
+                    // succeed.
+                    let answers = conn.binary(&request);
+                    let got: Vec<(u32, u16, Vec<u8>, Vec<u8>)> = answers
+                        .into_iter()
+                        .map(|p| (p.opaque, p.status, p.key, p.value))
+                        .collect();
+                    let want: Vec<(u32, u16, Vec<u8>, Vec<u8>)> = mine
+                        .iter()
+                        .enumerate()
+                        .map(|(i, key)| {
+                            let op = (i as u32) * 5 + 2;
+                            (op, 0, key.as_bytes().to_vec(), value.as_bytes().to_vec())
+                        })
+                        .collect();
+                    assert_eq!(got, want, "connection {t}, round {round}");
+                }
+            });
+        }
+    });
+}
