@@ -470,6 +470,8 @@ impl SharedGet {
 pub struct Joined {
     get: Arc<SharedGet>,
     start: usize,
+    /// When this caller joined.
+    sent: Instant,
     /// Where this caller's waker sits in the get's list, once it is there.
     waker: Option<usize>,
 }
@@ -481,9 +483,15 @@ impl Joined {
     }
 
     /// When the peer's task fails the get if no answer came: the deadline
-    /// of the caller that opened it.
+    /// of the caller that opened it (a caller joins only while at least
+    /// half of its own deadline remains).
     pub fn deadline(&self) -> Instant {
         self.get.deadline
+    }
+
+    /// When this caller joined: the start of its wait.
+    pub fn sent(&self) -> Instant {
+        self.sent
     }
 
     /// The checked answer, shared by every caller; an error when the get
@@ -727,10 +735,13 @@ impl Peer {
     /// it may run before operations queued earlier on other keys; it joins
     /// only if none of its keys may be named by an operation queued since
     /// the shared get opened, so no caller's get overtakes that caller's
-    /// own operation on the same key. The caller bounds its wait with a
+    /// own operation on the same key. A caller joins only while at least
+    /// half of its deadline remains on the shared get (whose deadline is
+    /// its opener's), else it opens another. The caller bounds its wait with a
     /// timer of its own, as with [`Peer::enqueue`]: the peer's task fails
     /// the get by its deadline unless the task itself is stuck.
     pub fn join_get(&self, keys: &[u8], count: usize, omit: u32, ring_version: u64) -> Joined {
+        let now = Instant::now();
         let mut open = self.lock_open();
         // Keys that do not parse (never: the caller packed them) count as
         // a conflict.
@@ -740,6 +751,7 @@ impl Peer {
         };
         if let Some(get) = open.get.as_ref().and_then(std::sync::Weak::upgrade)
             && get.omit == omit
+            && get.deadline > now + self.deadline / 2
             && !conflicts(&open.since)
         {
             let mut state = get.lock();
@@ -757,13 +769,14 @@ impl Peer {
                 return Joined {
                     get,
                     start,
+                    sent: now,
                     waker: None,
                 };
             }
         }
         let get = Arc::new(SharedGet {
             omit,
-            deadline: Instant::now() + self.deadline,
+            deadline: now + self.deadline,
             state: Mutex::new(SharedState {
                 keys: {
                     let mut list = BytesMut::with_capacity(keys.len().max(SHARED_FIRST_BYTES));
@@ -790,6 +803,7 @@ impl Peer {
         Joined {
             get,
             start: 0,
+            sent: now,
             waker: None,
         }
     }

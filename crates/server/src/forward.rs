@@ -548,8 +548,7 @@ fn shared_items(
     answer: Result<Arc<packed::Items>, cluster::Error>,
 ) -> Got {
     if let Some(m) = &node.metrics {
-        let sent = joined.deadline() - node.forward_deadline();
-        m.forward_took(stats, sent.elapsed());
+        m.forward_took(stats, joined.sent().elapsed());
     }
     match answer {
         Ok(items) => Got::Packed {
