@@ -36,7 +36,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 LOGDIR=$RESULTS_DIR/cluster-$STAMP.logs
 RAW=$RESULTS_DIR/cluster-$STAMP.tsv
 mkdir -p "$LOGDIR"
-printf 'workload\tsetup\trep\tops_per_sec\tp50_us\tp99_us\tcpu_s_per_mop\terrors\n' >"$RAW"
+printf 'workload\tsetup\trep\tops_per_sec\tp50_us\tp99_us\tcpu_s_per_mop\terrors\tentry_user\tentry_sys\towners_user\towners_sys\n' >"$RAW"
 
 PIDS=()
 cleanup() {
@@ -57,6 +57,17 @@ cpu_ticks() {
         total=$((total + ${12} + ${13}))
     done
     echo "$total"
+}
+# cpu_split PID... -> "user sys" clock ticks, summed over the PIDs.
+cpu_split() {
+    local stat user=0 sys=0 p
+    for p in "$@"; do
+        stat=$(<"/proc/$p/stat"); stat=${stat##*) }
+        # shellcheck disable=SC2086
+        set -- $stat
+        user=$((user + ${12})); sys=$((sys + ${13}))
+    done
+    echo "$user $sys"
 }
 ready() { curl -fsS "http://127.0.0.1:$1/readyz" >/dev/null 2>&1; }
 
@@ -100,28 +111,36 @@ setup() {
 spec() { case $1 in a) echo "text 100 1" ;; b) echo "text 100 16" ;; e) echo "binary 100 16" ;; c) echo "text 4096 1" ;; d) echo "binary 100 1" ;; esac; }
 
 measure() {
-    local w=$1 s=$2 rep=$3 proto size depth out c0 c1 json
+    local w=$1 s=$2 rep=$3 proto size depth out c0 c1 json e0 e1 o0 o1
     read -r proto size depth <<<"$(spec "$w")"
     setup "$s"
     taskset -c "$CLIENT_CPU" "$LOADGEN" --server "$TARGET" --protocol "$proto" --fill "$KEYS" \
         --value-size "$size" --connections 4 --pipeline 32 >>"$LOGDIR/load.log" 2>&1
     c0=$(cpu_ticks "${SERVER_PIDS[@]}")
+    # The node the generator talks to, and the other two (cluster only).
+    e0=$(cpu_split "${SERVER_PIDS[0]}"); o0=$(cpu_split "${SERVER_PIDS[@]:1}")
     out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --server "$TARGET" --protocol "$proto" --connections 50 \
         --pipeline "$depth" --keys "$KEYS" --value-size "$size" --ratio 1:9 --duration "$DURATION" \
         --assume-preloaded --label "$w/$s/$rep" 2>>"$LOGDIR/load.log") || true
     c1=$(cpu_ticks "${SERVER_PIDS[@]}")
+    e1=$(cpu_split "${SERVER_PIDS[0]}"); o1=$(cpu_split "${SERVER_PIDS[@]:1}")
     cleanup
     json=$(grep '^{' <<<"$out")
-    awk -v j="$json" -v w="$w" -v s="$s" -v r="$rep" -v t=$((c1 - c0)) -v hz="$CLK_TCK" 'BEGIN {
+    awk -v j="$json" -v w="$w" -v s="$s" -v r="$rep" -v t=$((c1 - c0)) -v hz="$CLK_TCK" \
+        -v e0="$e0" -v e1="$e1" -v o0="$o0" -v o1="$o1" 'BEGIN {
         split("ops ops_per_sec p50_us p99_us errors", k, " ")
         for (i = 1; i <= 5; i++) { match(j, "\"" k[i] "\":[0-9.]+"); v[i] = substr(j, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
-        per = v[1] > 0 ? (t / hz) / (v[1] / 1e6) : 0
-        printf "%s\t%s\t%d\t%.0f\t%.1f\t%.1f\t%.3f\t%d\n", w, s, r, v[2], v[3], v[4], per, v[5]
+        mops = v[1] / 1e6
+        per = v[1] > 0 ? (t / hz) / mops : 0
+        split(e0, a); split(e1, b); split(o0, c); split(o1, d)
+        f = v[1] > 0 ? 1 / hz / mops : 0
+        printf "%s\t%s\t%d\t%.0f\t%.1f\t%.1f\t%.3f\t%d\t%.3f\t%.3f\t%.3f\t%.3f\n", w, s, r, v[2], v[3], v[4], per, v[5],
+            (b[1] - a[1]) * f, (b[2] - a[2]) * f, (d[1] - c[1]) * f, (d[2] - c[2]) * f
     }' | tee -a "$RAW" >&2
 }
 
 echo "cluster.sh: single node vs node 0 of 3 (all on cpu $SERVER_CPU), loadgen on cpu $CLIENT_CPU; $REPS x ${DURATION}s" >&2
-printf 'workload\tsetup\trep\tops/s\tp50us\tp99us\tcpu-s/Mop\terrors\n' >&2
+printf 'workload\tsetup\trep\tops/s\tp50us\tp99us\tcpu-s/Mop\terrors\tentry user/sys, owners user/sys (cpu-s/Mop)\n' >&2
 for w in $WORKLOADS; do
     for rep in $(seq 1 "$REPS"); do
         measure "$w" single "$rep"
@@ -158,6 +177,21 @@ awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; if (!(k in bo) || $4 > bo[k]) bo[k] = $4;
             s = w SUBSEP "single"; c = w SUBSEP "cluster"; m = 0
             for (r in reps) { k = w SUBSEP r; if ((k in so) && (k in co) && so[k] > 0 && sp[k] > 0) { m++; tr[m] = co[k] / so[k]; lr[m] = cp[k] / sp[k] } }
             printf "| %s | %.0f / %.0f | %.2f | %.1f / %.1f | %.2f | %.2f | %.2f |\n", w, bo[s], bo[c], bo[c] / bo[s], bp[s], bp[c], bp[c] / bp[s], med(tr, m), med(lr, m)
+        }
+    }' "$RAW"
+
+# Where the CPU goes: user and kernel time per million requests, of the
+# node the generator talks to and (cluster) of the two owners.
+echo
+echo "## CPU per million requests, user / kernel (medians of $REPS)"
+awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; n[k]++; eu[k, n[k]] = $9; es[k, n[k]] = $10; ou[k, n[k]] = $11; os[k, n[k]] = $12; ws[$1] = 1 }
+    function med(a, k, m,   i, j, t, v) { for (i = 1; i <= m; i++) v[i] = a[k, i]; for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }; return v[int((m + 1) / 2)] }
+    END {
+        print "| workload | single node | cluster: node 0 | cluster: both owners |"
+        print "|---|---|---|---|"
+        for (w in ws) {
+            s = w SUBSEP "single"; c = w SUBSEP "cluster"
+            printf "| %s | %.3f / %.3f | %.3f / %.3f | %.3f / %.3f |\n", w, med(eu, s, n[s]), med(es, s, n[s]), med(eu, c, n[c]), med(es, c, n[c]), med(ou, c, n[c]), med(os, c, n[c])
         }
     }' "$RAW"
 
