@@ -381,17 +381,26 @@ fn get_packed(
             answer.miss();
             continue;
         }
-        match lookup(node, key, r.touch) {
-            Some(found) => {
-                let item = &found.item;
-                // The caller counts the hit by family; the item's tag
-                // saves it classifying the key.
-                let family = metrics.map_or(0, |m| m.family_code(item));
-                answer.hit(item.flags(), item.cas(), family, item.value(), || {
-                    item.value_bytes()
-                });
-            }
-            None => answer.miss(),
+        // The caller counts the hit by family; the item's tag saves it
+        // classifying the key.
+        let mut hit = |item: &store::Item| {
+            let family = metrics.map_or(0, |m| m.family_code(item));
+            answer.hit(item.flags(), item.cas(), family, item.value(), || {
+                item.value_bytes()
+            });
+        };
+        let found = match r.touch {
+            // A plain get copies the value under the shard's lock rather
+            // than taking a handle on the item.
+            None => node.store.get_with(key, hit).is_some(),
+            Some(exptime) => node
+                .store
+                .get_and_touch(key, exptime)
+                .map(|found| hit(&found.item))
+                .is_some(),
+        };
+        if !found {
+            answer.miss();
         }
     }
     let (packed_items, values) = answer.finish();

@@ -472,6 +472,24 @@ impl Store {
         found
     }
 
+    /// [`Store::get`] for a caller that only reads the item: `read` runs
+    /// on the live item under its shard's lock, so no handle on it is
+    /// taken (two atomic updates fewer per hit). Keep `read` short: a copy
+    /// of a small value, or a `value_bytes()` handle on a large one.
+    pub fn get_with<R>(&self, key: &[u8], read: impl FnOnce(&Item) -> R) -> Option<R> {
+        let hash = self.hash(key);
+        let ctx = self.ctx(self.now());
+        let mut shard = self.lock(self.shard_index(hash));
+        let Some(idx) = shard.find_live(&ctx, hash, key) else {
+            shard.stats.get_misses += 1;
+            return None;
+        };
+        let (item, _, _) = shard.touch_read(idx, ctx.now)?;
+        let answer = read(item);
+        shard.stats.get_hits += 1;
+        Some(answer)
+    }
+
     /// Starts loading into the CPU's cache the item a coming `get` of
     /// `key` will read, without waiting for it. A lookup is a chain of
     /// dependent loads that ends in the item, and each shard lock orders

@@ -240,16 +240,23 @@ impl Shard {
     /// A read hit: marked fetched and active (see the module docs), last
     /// access now.
     pub(crate) fn access(&mut self, idx: u32, now: u32) -> Option<Found> {
+        let (item, last_access, fetched) = self.touch_read(idx, now)?;
+        Some(Found {
+            item: item.clone(),
+            last_access,
+            fetched,
+        })
+    }
+
+    /// [`Shard::access`] without a handle on the item: the item, seconds
+    /// since its previous access, and whether it had been fetched before.
+    pub(crate) fn touch_read(&self, idx: u32, now: u32) -> Option<(&Item, u32, bool)> {
         let item = self.item(idx)?;
         let previous = item.last_access();
         let fetched = item.fetched();
         item.set_last_access(now);
         item.set_fetched();
-        Some(Found {
-            item: item.clone(),
-            last_access: now.saturating_sub(previous),
-            fetched,
-        })
+        Some((item, now.saturating_sub(previous), fetched))
     }
 
     /// Moves an entry to the most-recent end of the LRU.

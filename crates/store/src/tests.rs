@@ -185,6 +185,27 @@ fn expiry() {
 }
 
 #[test]
+fn get_with_reads_a_live_item_as_get_does_and_counts_alike() {
+    let (s, clock) = default_store();
+    set_ext(&s, "k", "hello", 7, 10);
+    let read = |item: &Item| (item.value().to_vec(), item.flags());
+    assert_eq!(s.get_with(b"k", read), Some((b"hello".to_vec(), 7)));
+    // It was a read hit: the next lookup sees the item fetched and its
+    // last access moved.
+    clock.advance(3);
+    let f = s.get(b"k").unwrap();
+    assert_eq!((f.last_access, f.fetched), (3, true));
+    assert_eq!(s.get_with(b"missing", read), None);
+    clock.advance(10);
+    assert_eq!(s.get_with(b"k", read), None, "expired");
+    let st = s.stats();
+    assert_eq!(
+        (st.get_hits, st.get_misses, st.get_expired, st.curr_items),
+        (2, 2, 1, 0)
+    );
+}
+
+#[test]
 fn expired_lookup_counts_get_expired() {
     let (s, clock) = default_store();
     set_ext(&s, "k", "v", 0, 10);
