@@ -11,14 +11,6 @@ use server::{ClusterSettings, Config, Listeners, Settings};
 use tokio::net::{TcpListener, UdpSocket, UnixListener};
 use tracing::{info, warn};
 
-/// mimalloc rather than glibc's malloc: forwarding allocates per operation
-/// (oneshots, key lists, decoded answers), and glibc's paths cost about 6%
-/// of a cluster's instructions per request (bench/callgrind-cluster.sh,
-/// binary: 3967 -> 3715); a single node, which hardly allocates per
-/// request, is unchanged (1311 -> 1307).
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     init_logging(config.verbosity());
