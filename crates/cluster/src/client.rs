@@ -61,7 +61,8 @@ use crate::packed::{self, FEATURE_PACKED_GETS, Items};
 use crate::peer::OMIT_CAS;
 use crate::peer::v1::peer_client::PeerClient;
 use crate::peer::v1::{
-    BatchResponse, ErrorCode, GetRequest, Operation, OperationResult, operation, operation_result,
+    ArithRequest, BatchResponse, DeleteRequest, ErrorCode, GetRequest, Operation, OperationResult,
+    StoreRequest, TouchRequest, operation, operation_result,
 };
 use crate::{Error, NodeName};
 
@@ -577,20 +578,13 @@ fn each_key(op: &Operation, mut f: impl FnMut(&[u8])) -> bool {
                 .for_each(f);
             true
         }
-        Some(Op::Store(r)) => {
-            f(&r.key);
-            true
-        }
-        Some(Op::Delete(r)) => {
-            f(&r.key);
-            true
-        }
-        Some(Op::Arith(r)) => {
-            f(&r.key);
-            true
-        }
-        Some(Op::Touch(r)) => {
-            f(&r.key);
+        Some(
+            Op::Store(StoreRequest { key, .. })
+            | Op::Delete(DeleteRequest { key, .. })
+            | Op::Arith(ArithRequest { key, .. })
+            | Op::Touch(TouchRequest { key, .. }),
+        ) => {
+            f(key);
             true
         }
         Some(Op::FlushAll(_) | Op::Stats(_)) | None => false,
@@ -1213,7 +1207,7 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::v1::{BatchRequest, GetRequest, StoreRequest};
+    use crate::peer::v1::BatchRequest;
 
     #[test]
     fn an_encoded_batch_is_read_as_the_batch_request_it_stands_for() {
