@@ -483,13 +483,6 @@ impl Joined {
         self.start
     }
 
-    /// When the peer's task fails the get if no answer came: the deadline
-    /// of the caller that opened it (a caller joins only while at least
-    /// half of its own deadline remains).
-    pub fn deadline(&self) -> Instant {
-        self.get.deadline
-    }
-
     /// When this caller joined: the start of its wait.
     pub fn sent(&self) -> Instant {
         self.sent

@@ -157,14 +157,9 @@ impl Sent {
             r.result
                 .ok_or(cluster::Error::Peer(ErrorCode::InvalidArgument))
         });
-        if answer.is_err() {
-            self.stats.errors.fetch_add(1, Ordering::Relaxed);
-        }
-        if let Some(m) = &node.metrics {
-            // The ticket's deadline is its send time plus the peer deadline.
-            let sent = self.answer.deadline() - node.forward_deadline();
-            m.forward_took(&self.stats, sent.elapsed());
-        }
+        // The ticket's deadline is its send time plus the peer deadline.
+        let sent = self.answer.deadline() - node.forward_deadline();
+        tally(node, &self.stats, sent, answer.is_err());
         answer
     }
 
@@ -539,6 +534,17 @@ impl Call {
     }
 }
 
+/// Counts one forwarded operation's answer: its latency since `sent`, and
+/// a forward error if it `failed`.
+fn tally(node: &Node, stats: &PeerStats, sent: tokio::time::Instant, failed: bool) {
+    if failed {
+        stats.errors.fetch_add(1, Ordering::Relaxed);
+    }
+    if let Some(m) = &node.metrics {
+        m.forward_took(stats, sent.elapsed());
+    }
+}
+
 /// This pass's part of a shared get's answer, counted as [`Sent::count`]
 /// counts an operation's: a failure (all misses) is a forward error.
 fn shared_items(
@@ -547,18 +553,13 @@ fn shared_items(
     joined: &Joined,
     answer: Result<Arc<packed::Items>, cluster::Error>,
 ) -> Got {
-    if let Some(m) = &node.metrics {
-        m.forward_took(stats, joined.sent().elapsed());
-    }
+    tally(node, stats, joined.sent(), answer.is_err());
     match answer {
         Ok(items) => Got::Packed {
             items,
             start: joined.start(),
         },
-        Err(_) => {
-            stats.errors.fetch_add(1, Ordering::Relaxed);
-            Got::Listed(Vec::new())
-        }
+        Err(_) => Got::Listed(Vec::new()),
     }
 }
 

@@ -393,9 +393,7 @@ fn get_packed(
             // A plain get copies the value under the shard's lock rather
             // than taking a handle on the item.
             None => node.store.get_with(key, hit).is_some(),
-            Some(exptime) => node
-                .store
-                .get_and_touch(key, exptime)
+            Some(_) => lookup(node, key, r.touch)
                 .map(|found| hit(&found.item))
                 .is_some(),
         };
