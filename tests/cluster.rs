@@ -717,44 +717,63 @@ fn cas_tokens_of_one_node_never_match_on_another() {
     assert_eq!(tags.len(), 3, "CAS values share their node bits: {tags:?}");
 }
 
+/// Keys `prefix0` … `prefix399` that node 0 does not own.
+fn remote_keys(prefix: &str) -> Vec<String> {
+    (0..400)
+        .map(|i| format!("{prefix}{i}"))
+        .filter(|k| owner(&NAMES, k) != "shoal-0")
+        .collect()
+}
+
+/// Runs `each(t, conn, keys)` on 8 connections to `node` at once, each
+/// connection `t` with its own share of `keys` (every 8th, from the `t`th).
+fn on_connections(
+    node: &ClusterNode,
+    keys: &[String],
+    each: impl Fn(usize, e2e::Conn, &[&String]) + Sync,
+) {
+    const CONNS: usize = 8;
+    let each = &each;
+    std::thread::scope(|s| {
+        for t in 0..CONNS {
+            let conn = node.conn();
+            let mine: Vec<&String> = keys.iter().skip(t).step_by(CONNS).collect();
+            s.spawn(move || each(t, conn, &mine));
+        }
+    });
+}
+
 #[test]
 fn pipelined_writes_and_gets_from_many_connections_keep_each_connections_order() {
     // Plain gets from every connection travel together, in one shared get
     // per owner; still, a connection's get sees what that connection wrote
     // just before it, and never what it wrote or deleted after it.
     let nodes = start_cluster(3);
-    let keys: Vec<String> = (0..400).map(|i| format!("o{i}")).collect();
-    let remote: Vec<&String> = keys
-        .iter()
-        .filter(|k| owner(&NAMES, k) != "shoal-0")
-        .collect();
-    const CONNS: usize = 8;
-    std::thread::scope(|s| {
-        for t in 0..CONNS {
-            let mut conn = nodes[0].conn();
-            let mine: Vec<&String> = remote.iter().skip(t).step_by(CONNS).copied().collect();
-            s.spawn(move || {
-                for round in 0..30 {
-                    let value = format!("{t}-{round}");
-                    let (mut request, mut want) = (String::new(), String::new());
-                    for key in &mine {
-                        request.push_str(&format!(
-                            "get {key}\r\nset {key} 0 0 {}\r\n{value}\r\nget {key}\r\ndelete {key}\r\nget {key}\r\n",
-                            value.len()
-                        ));
-                        want.push_str(&format!(
-                            "END\r\nSTORED\r\nVALUE {key} 0 {}\r\n{value}\r\nEND\r\nDELETED\r\nEND\r\n",
-                            value.len()
-                        ));
-                    }
-                    assert_eq!(conn.text_str(&request), want, "connection {t}, round {round}");
-                }
-            });
+    let remote = remote_keys("o");
+    on_connections(&nodes[0], &remote, |t, mut conn, mine| {
+        for round in 0..30 {
+            let value = format!("{t}-{round}");
+            let (mut request, mut want) = (String::new(), String::new());
+            for key in mine {
+                request.push_str(&format!(
+                    "get {key}\r\nset {key} 0 0 {}\r\n{value}\r\nget {key}\r\ndelete {key}\r\nget {key}\r\n",
+                    value.len()
+                ));
+                want.push_str(&format!(
+                    "END\r\nSTORED\r\nVALUE {key} 0 {}\r\n{value}\r\nEND\r\nDELETED\r\nEND\r\n",
+                    value.len()
+                ));
+            }
+            assert_eq!(
+                conn.text_str(&request),
+                want,
+                "connection {t}, round {round}"
+            );
         }
     });
     // A flush_all in the middle of a pipeline: the get before it hits,
     // the one after it misses, the one after the next set hits again.
-    let key = remote[0];
+    let key = &remote[0];
     let got = nodes[0].conn().text_str(&format!(
         "set {key} 0 0 1\r\na\r\nget {key}\r\nflush_all\r\nget {key}\r\nset {key} 0 0 1\r\nb\r\nget {key}\r\n"
     ));
@@ -773,55 +792,43 @@ fn pipelined_binary_writes_and_quiet_gets_keep_each_connections_order() {
     // a write of its key sees it, and after a delete answers nothing.
     use binary_cases::{DELETEQ, GETK, GETKQ, SETQ};
     let nodes = start_cluster(3);
-    let keys: Vec<String> = (0..400).map(|i| format!("q{i}")).collect();
-    let remote: Vec<&String> = keys
-        .iter()
-        .filter(|k| owner(&NAMES, k) != "shoal-0")
-        .collect();
-    const CONNS: usize = 8;
-    std::thread::scope(|s| {
-        for t in 0..CONNS {
-            let mut conn = nodes[0].conn();
-            let mine: Vec<&String> = remote.iter().skip(t).step_by(CONNS).copied().collect();
-            s.spawn(move || {
-                let extras = [0u8; 8]; // flags 0, exptime 0
-                for round in 0..30u32 {
-                    let value = format!("{t}-{round}");
-                    let mut request = Vec::new();
-                    for (i, key) in mine.iter().enumerate() {
-                        let (k, op) = (key.as_bytes(), (i as u32) * 5);
-                        request.extend(Packet::request(GETKQ, b"", k, b"", op, 0));
-                        request.extend(Packet::request(
-                            SETQ,
-                            &extras,
-                            k,
-                            value.as_bytes(),
-                            op + 1,
-                            0,
-                        ));
-                        request.extend(Packet::request(GETK, b"", k, b"", op + 2, 0));
-                        request.extend(Packet::request(DELETEQ, b"", k, b"", op + 3, 0));
-                        request.extend(Packet::request(GETKQ, b"", k, b"", op + 4, 0));
-                    }
-                    // Only each key's GETK answers: the quiet gets miss
-                    // (before the set, after the delete), the quiet writes
-                    // succeed.
-                    let answers = conn.binary(&request);
-                    let got: Vec<(u32, u16, Vec<u8>, Vec<u8>)> = answers
-                        .into_iter()
-                        .map(|p| (p.opaque, p.status, p.key, p.value))
-                        .collect();
-                    let want: Vec<(u32, u16, Vec<u8>, Vec<u8>)> = mine
-                        .iter()
-                        .enumerate()
-                        .map(|(i, key)| {
-                            let op = (i as u32) * 5 + 2;
-                            (op, 0, key.as_bytes().to_vec(), value.as_bytes().to_vec())
-                        })
-                        .collect();
-                    assert_eq!(got, want, "connection {t}, round {round}");
-                }
-            });
+    on_connections(&nodes[0], &remote_keys("q"), |t, mut conn, mine| {
+        let extras = [0u8; 8]; // flags 0, exptime 0
+        for round in 0..30u32 {
+            let value = format!("{t}-{round}");
+            let mut request = Vec::new();
+            for (i, key) in mine.iter().enumerate() {
+                let (k, op) = (key.as_bytes(), (i as u32) * 5);
+                request.extend(Packet::request(GETKQ, b"", k, b"", op, 0));
+                request.extend(Packet::request(
+                    SETQ,
+                    &extras,
+                    k,
+                    value.as_bytes(),
+                    op + 1,
+                    0,
+                ));
+                request.extend(Packet::request(GETK, b"", k, b"", op + 2, 0));
+                request.extend(Packet::request(DELETEQ, b"", k, b"", op + 3, 0));
+                request.extend(Packet::request(GETKQ, b"", k, b"", op + 4, 0));
+            }
+            // Only each key's GETK answers: the quiet gets miss
+            // (before the set, after the delete), the quiet writes
+            // succeed.
+            let answers = conn.binary(&request);
+            let got: Vec<(u32, u16, Vec<u8>, Vec<u8>)> = answers
+                .into_iter()
+                .map(|p| (p.opaque, p.status, p.key, p.value))
+                .collect();
+            let want: Vec<(u32, u16, Vec<u8>, Vec<u8>)> = mine
+                .iter()
+                .enumerate()
+                .map(|(i, key)| {
+                    let op = (i as u32) * 5 + 2;
+                    (op, 0, key.as_bytes().to_vec(), value.as_bytes().to_vec())
+                })
+                .collect();
+            assert_eq!(got, want, "connection {t}, round {round}");
         }
     });
 }
