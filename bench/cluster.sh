@@ -150,7 +150,10 @@ done
 
 echo
 echo "## single node vs node 0 of a 3-node cluster (medians of $REPS, $(date -u +%F))"
-awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; n[k]++; ops[k, n[k]] = $4; p50[k, n[k]] = $5; p99[k, n[k]] = $6; cpu[k, n[k]] = $7; ws[$1] = 1 }
+# Then where the CPU goes: user and kernel time per million requests, of
+# the node the generator talks to and (cluster) of the two owners.
+awk -F'\t' -v reps="$REPS" 'NR > 1 { k = $1 SUBSEP $2; n[k]++; ops[k, n[k]] = $4; p50[k, n[k]] = $5; p99[k, n[k]] = $6; cpu[k, n[k]] = $7; ws[$1] = 1
+        eu[k, n[k]] = $9; es[k, n[k]] = $10; ou[k, n[k]] = $11; os[k, n[k]] = $12 }
     function med(a, k, m,   i, j, t, v) { for (i = 1; i <= m; i++) v[i] = a[k, i]; for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }; return v[int((m + 1) / 2)] }
     END {
         print "| workload | single ops/s | cluster ops/s | ratio | p50 single/cluster us | ratio | p99 single/cluster us | cpu-s/Mop single/cluster |"
@@ -159,6 +162,14 @@ awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; n[k]++; ops[k, n[k]] = $4; p50[k, n[k]] =
             s = w SUBSEP "single"; c = w SUBSEP "cluster"
             so = med(ops, s, n[s]); co = med(ops, c, n[c]); sp = med(p50, s, n[s]); cp = med(p50, c, n[c])
             printf "| %s | %.0f | %.0f | %.2f | %.1f / %.1f | %.2f | %.1f / %.1f | %.3f / %.3f |\n", w, so, co, co / so, sp, cp, cp / sp, med(p99, s, n[s]), med(p99, c, n[c]), med(cpu, s, n[s]), med(cpu, c, n[c])
+        }
+        print ""
+        print "## CPU per million requests, user / kernel (medians of " reps ")"
+        print "| workload | single node | cluster: node 0 | cluster: both owners |"
+        print "|---|---|---|---|"
+        for (w in ws) {
+            s = w SUBSEP "single"; c = w SUBSEP "cluster"
+            printf "| %s | %.3f / %.3f | %.3f / %.3f | %.3f / %.3f |\n", w, med(eu, s, n[s]), med(es, s, n[s]), med(eu, c, n[c]), med(es, c, n[c]), med(ou, c, n[c]), med(os, c, n[c])
         }
     }' "$RAW"
 
@@ -177,21 +188,6 @@ awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; if (!(k in bo) || $4 > bo[k]) bo[k] = $4;
             s = w SUBSEP "single"; c = w SUBSEP "cluster"; m = 0
             for (r in reps) { k = w SUBSEP r; if ((k in so) && (k in co) && so[k] > 0 && sp[k] > 0) { m++; tr[m] = co[k] / so[k]; lr[m] = cp[k] / sp[k] } }
             printf "| %s | %.0f / %.0f | %.2f | %.1f / %.1f | %.2f | %.2f | %.2f |\n", w, bo[s], bo[c], bo[c] / bo[s], bp[s], bp[c], bp[c] / bp[s], med(tr, m), med(lr, m)
-        }
-    }' "$RAW"
-
-# Where the CPU goes: user and kernel time per million requests, of the
-# node the generator talks to and (cluster) of the two owners.
-echo
-echo "## CPU per million requests, user / kernel (medians of $REPS)"
-awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; n[k]++; eu[k, n[k]] = $9; es[k, n[k]] = $10; ou[k, n[k]] = $11; os[k, n[k]] = $12; ws[$1] = 1 }
-    function med(a, k, m,   i, j, t, v) { for (i = 1; i <= m; i++) v[i] = a[k, i]; for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }; return v[int((m + 1) / 2)] }
-    END {
-        print "| workload | single node | cluster: node 0 | cluster: both owners |"
-        print "|---|---|---|---|"
-        for (w in ws) {
-            s = w SUBSEP "single"; c = w SUBSEP "cluster"
-            printf "| %s | %.3f / %.3f | %.3f / %.3f | %.3f / %.3f |\n", w, med(eu, s, n[s]), med(es, s, n[s]), med(eu, c, n[c]), med(es, c, n[c]), med(ou, c, n[c]), med(os, c, n[c])
         }
     }' "$RAW"
 
