@@ -8,10 +8,14 @@
 //! queued into a [`BatchRequest`](crate::peer::v1::BatchRequest) (up to [`ClientConfig::max_batch_ops`]
 //! operations or [`ClientConfig::max_batch_bytes`] bytes), sends it down one
 //! long-lived `Pipeline` stream as soon as the stream's window
-//! ([`ClientConfig::max_in_flight`] unanswered batches) has room — no timer,
-//! no artificial delay: batches grow only while earlier ones are in flight —
-//! and routes each [`OperationResult`] back to its caller through a
-//! oneshot. The owner answers a stream's batches in arrival order, so
+//! ([`ClientConfig::max_in_flight`] unanswered batches) has room, and
+//! routes each [`OperationResult`] back to its caller through a oneshot.
+//! No timer holds a batch back. Batches grow while earlier ones are in
+//! flight, and when work reaches an idle task, the task first yields once
+//! to the runtime: every connection already runnable then queues its
+//! operations before the batch forms, so one batch carries a whole round
+//! of the scheduler. The peer then wakes about half as often (each wake
+//! costs it tens of µs on a busy core), for one scheduler round of delay. The owner answers a stream's batches in arrival order, so
 //! operations sent to one peer are executed in the order `send` was called
 //! (a shared get, below, runs where it opened).
 //!
@@ -1111,7 +1115,15 @@ async fn session(
                 }
                 queued = queue.recv(), if !closed && carry.is_none() && in_flight.len() < window => {
                     match queued {
-                        Some(q) => *carry = Some(q.ready()),
+                        Some(q) => {
+                            // Let every task already runnable queue its
+                            // operations (and join an open shared get)
+                            // before this batch forms: one batch then
+                            // carries a whole round of the scheduler, and
+                            // the peer wakes about half as often.
+                            tokio::task::yield_now().await;
+                            *carry = Some(q.ready());
+                        }
                         None => closed = true,
                     }
                 }
