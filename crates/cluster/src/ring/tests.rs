@@ -426,7 +426,7 @@ fn owner_index_names_the_same_member_as_owner() {
 }
 
 #[test]
-fn the_bucket_index_finds_what_a_binary_search_over_every_position_finds() {
+fn the_bucket_and_direct_tables_find_what_a_binary_search_over_every_position_finds() {
     let mut rng = Rng(0x5eed_b0c4);
     for members in [0, 1, 2, 3, 7, 10] {
         for vnodes in [1, 3, 160] {
@@ -440,11 +440,34 @@ fn the_bucket_index_finds_what_a_binary_search_over_every_position_finds() {
                 points.extend([p.wrapping_sub(1), p, p.wrapping_add(1)]);
             }
             points.extend([0, 1, u64::MAX - 1, u64::MAX]);
+            // And the direct table's range edges.
+            for b in 0..ring.direct.len() as u64 {
+                let start = b.checked_shl(ring.direct_shift).unwrap_or(0);
+                points.extend([start, start.wrapping_sub(1), start.wrapping_add(1)]);
+            }
             for at in points {
+                let first = positions.partition_point(|&p| p < at);
                 assert_eq!(
                     ring.first_at_or_after(at),
-                    positions.partition_point(|&p| p < at),
+                    first,
                     "{members} members x {vnodes}, point {at:#x}"
+                );
+                if members > 0 {
+                    let owner = ring.owner_at[if first == positions.len() { 0 } else { first }];
+                    assert_eq!(
+                        ring.owner_at_point(at),
+                        owner as usize,
+                        "{members} members x {vnodes}, point {at:#x}"
+                    );
+                }
+            }
+            // The shortcut answers most lookups on its own.
+            if members > 1 && vnodes == 160 {
+                let mixed = ring.direct.iter().filter(|&&o| o == MIXED).count();
+                assert!(
+                    mixed * 5 < ring.direct.len(),
+                    "{mixed} of {} ranges mixed",
+                    ring.direct.len()
                 );
             }
         }
