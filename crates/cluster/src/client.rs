@@ -265,6 +265,16 @@ impl Queued {
         }
     }
 
+    /// [`Queued::ready`] for work that woke the idle task, after one yield
+    /// to the runtime: every task already runnable then queues its
+    /// operations, and joins this shared get if it is one, before the batch
+    /// forms. One batch then carries a whole round of the scheduler, and
+    /// the peer wakes about half as often.
+    async fn ready_after_this_round(self) -> Ready {
+        tokio::task::yield_now().await;
+        self.ready()
+    }
+
     fn fail(self, e: &Error) {
         match self {
             Queued::One(ready) => ready.reply.send(Err(e.clone())),
@@ -946,7 +956,7 @@ async fn run(
     loop {
         if carry.is_none() {
             match queue.recv().await {
-                Some(q) => carry = Some(q.ready()),
+                Some(q) => carry = Some(q.ready_after_this_round().await),
                 None => return,
             }
         }
@@ -1115,15 +1125,7 @@ async fn session(
                 }
                 queued = queue.recv(), if !closed && carry.is_none() && in_flight.len() < window => {
                     match queued {
-                        Some(q) => {
-                            // Let every task already runnable queue its
-                            // operations (and join an open shared get)
-                            // before this batch forms: one batch then
-                            // carries a whole round of the scheduler, and
-                            // the peer wakes about half as often.
-                            tokio::task::yield_now().await;
-                            *carry = Some(q.ready());
-                        }
+                        Some(q) => *carry = Some(q.ready_after_this_round().await),
                         None => closed = true,
                     }
                 }

@@ -1,7 +1,8 @@
 //! The batching peer client against peers that fail: nothing listening, a
-//! peer that accepts and never answers, a full queue; and the pool. (The
-//! client against a real node is tested in the server crate, which has
-//! one.)
+//! peer that accepts and never answers, a full queue; and the pool. Also
+//! how gets share one operation, and when the peer's task forms a batch.
+//! (The client against a real node is tested in the server crate, which
+//! has one.)
 
 use std::time::{Duration, Instant};
 
@@ -225,4 +226,29 @@ async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
         "{:?}",
         started.elapsed()
     );
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_get_made_while_the_peer_task_wakes_joins_the_shared_get() {
+    let peer = Peer::connect(&dead_port().await, &config(5000)).unwrap();
+    let join = |peer: &Peer, key: &str| peer.join_get(&packed(&[key]), 1, 0, 7);
+    // The first get wakes the peer's task; the second is made by a task
+    // that runs after the peer's task has woken but before this round of
+    // the runtime ends. The peer's task forms its batch only after the
+    // round, so the second get still joins the first.
+    let first = join(&peer, "a");
+    let later = tokio::spawn({
+        let peer = peer.clone();
+        async move { join(&peer, "b") }
+    });
+    let second = later.await.unwrap();
+    assert_eq!(
+        (first.start(), second.start()),
+        (0, 1),
+        "a get made in the same round joins the shared get"
+    );
+    for mut joined in [first, second] {
+        let answer = std::future::poll_fn(|cx| joined.poll_answer(cx)).await;
+        assert_unavailable(answer);
+    }
 }
