@@ -218,7 +218,7 @@ fn execute_batch(node: &Node, batch: BatchRequest) -> BatchResponse {
         if let Some(operation::Op::Get(get)) = &op.op
             && let Ok(keys) = packed::keys(&get.packed_keys)
         {
-            keys.for_each(|key| node.store.prefetch(key));
+            node.store.prefetch_many(keys);
         }
     }
     BatchResponse {

@@ -750,6 +750,11 @@ fn a_prefetch_changes_nothing() {
     for key in ["a", "b", "missing", ""] {
         s.prefetch(key.as_bytes());
     }
+    let many: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
+    s.prefetch_many(["a", "b", "missing", "a"].iter().map(|k| k.as_bytes()));
+    s.prefetch_many(many.iter().map(String::as_bytes));
+    s.prefetch_many([b"b".as_slice()]);
+    s.prefetch_many([]);
     let after = s.stats();
     assert_eq!(
         (after.get_hits, after.get_misses, after.curr_items),
