@@ -682,7 +682,7 @@ impl Peer {
         &self,
         op: Operation,
     ) -> impl Future<Output = Result<OperationResult, Error>> + Send + 'static {
-        let ticket = self.enqueue(op, 0);
+        let ticket = self.enqueue(op, 0, Instant::now());
         let addr = self.addr.clone();
         async move {
             let deadline = ticket.deadline;
@@ -699,9 +699,12 @@ impl Peer {
     ///
     /// `ring_version` is the version of the ring that sent `op` here (0:
     /// none): a batch whose operations all name the owner's own ring
-    /// version is served without checking each key's owner again.
-    pub fn enqueue(&self, op: Operation, ring_version: u64) -> Ticket {
-        let deadline = Instant::now() + self.deadline;
+    /// version is served without checking each key's owner again. `now`
+    /// is the time, as the caller last read it (the deadline runs from
+    /// it): a caller that hands over many operations at once reads the
+    /// clock once for all of them.
+    pub fn enqueue(&self, op: Operation, ring_version: u64, now: Instant) -> Ticket {
+        let deadline = now + self.deadline;
         let (reply, answer) = oneshot::channel();
         let queued = Queued::One(Ready {
             op: op.encode_to_vec().into(),
@@ -740,9 +743,16 @@ impl Peer {
     /// half of its deadline remains on the shared get (whose deadline is
     /// its opener's), else it opens another. The caller bounds its wait with a
     /// timer of its own, as with [`Peer::enqueue`]: the peer's task fails
-    /// the get by its deadline unless the task itself is stuck.
-    pub fn join_get(&self, keys: &[u8], count: usize, omit: u32, ring_version: u64) -> Joined {
-        let now = Instant::now();
+    /// the get by its deadline unless the task itself is stuck. `now` is
+    /// as for [`Peer::enqueue`].
+    pub fn join_get(
+        &self,
+        keys: &[u8],
+        count: usize,
+        omit: u32,
+        ring_version: u64,
+        now: Instant,
+    ) -> Joined {
         let mut open = self.lock_open();
         // Keys that do not parse (never: the caller packed them) count as
         // a conflict.

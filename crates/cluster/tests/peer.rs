@@ -189,7 +189,8 @@ async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
     // Nothing runs between these calls (one thread, no await), so the
     // peer's task cannot take the shared get early.
     let peer = Peer::connect(&dead_port().await, &config(5000)).unwrap();
-    let join = |keys: &[&str]| peer.join_get(&packed(keys), keys.len(), 0, 7);
+    let join =
+        |keys: &[&str]| peer.join_get(&packed(keys), keys.len(), 0, 7, Instant::now().into());
     let a = join(&["a", "b"]);
     let b = join(&["c"]);
     assert_eq!(
@@ -206,11 +207,23 @@ async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
     let d = join(&["e"]);
     assert_eq!(d.start(), 2);
     // Different omitted fields: another shared get.
-    let e = peer.join_get(&packed(&["f"]), 1, cluster::peer::OMIT_CAS, 7);
+    let e = peer.join_get(
+        &packed(&["f"]),
+        1,
+        cluster::peer::OMIT_CAS,
+        7,
+        Instant::now().into(),
+    );
     assert_eq!(e.start(), 0);
     // Nothing moves across an operation without keys.
     let flushed = peer.send(flush());
-    let f = peer.join_get(&packed(&["g"]), 1, cluster::peer::OMIT_CAS, 7);
+    let f = peer.join_get(
+        &packed(&["g"]),
+        1,
+        cluster::peer::OMIT_CAS,
+        7,
+        Instant::now().into(),
+    );
     assert_eq!(f.start(), 0, "a flush_all closes the shared get");
 
     // Nothing listens: every part fails (and fails at once).
@@ -231,7 +244,8 @@ async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_get_made_while_the_peer_task_wakes_joins_the_shared_get() {
     let peer = Peer::connect(&dead_port().await, &config(5000)).unwrap();
-    let join = |peer: &Peer, key: &str| peer.join_get(&packed(&[key]), 1, 0, 7);
+    let join =
+        |peer: &Peer, key: &str| peer.join_get(&packed(&[key]), 1, 0, 7, Instant::now().into());
     // The first get wakes the peer's task; the second is made by a task
     // that runs after the peer's task has woken but before this round of
     // the runtime ends. The peer's task forms its batch only after the

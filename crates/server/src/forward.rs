@@ -46,6 +46,7 @@ use protocol::{
     Value,
 };
 use store::Found;
+use tokio::time::Instant;
 
 use crate::Node;
 use crate::exec::{self, After};
@@ -125,12 +126,12 @@ struct Sent {
 }
 
 impl Sent {
-    fn send(table: &Table, remote: &Remote, op: operation::Op) -> Sent {
+    fn send(table: &Table, remote: &Remote, op: operation::Op, now: Instant) -> Sent {
         remote.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         Sent {
             answer: remote
                 .peer
-                .enqueue(Operation { op: Some(op) }, table.view.ring.version()),
+                .enqueue(Operation { op: Some(op) }, table.view.ring.version(), now),
             stats: remote.stats.clone(),
         }
     }
@@ -141,9 +142,10 @@ impl Sent {
         &mut self,
         cx: &mut Context<'_>,
         node: &Node,
+        now: &mut Now,
     ) -> Poll<Result<operation_result::Result, cluster::Error>> {
         let answer = ready!(Pin::new(&mut self.answer).poll(cx));
-        Poll::Ready(self.count(node, answer))
+        Poll::Ready(self.count(node, answer, now))
     }
 
     /// Takes the answer's result: a failed call or a missing result counts
@@ -152,6 +154,7 @@ impl Sent {
         &self,
         node: &Node,
         answer: Result<api::OperationResult, cluster::Error>,
+        now: &mut Now,
     ) -> Result<operation_result::Result, cluster::Error> {
         let answer = answer.and_then(|r| {
             r.result
@@ -159,16 +162,21 @@ impl Sent {
         });
         // The ticket's deadline is its send time plus the peer deadline.
         let sent = self.answer.deadline() - node.forward_deadline();
-        tally(node, &self.stats, sent, answer.is_err());
+        tally(node, &self.stats, sent, answer.is_err(), now);
         answer
     }
 
     /// Gives up on the answer: the pass's safety timer fired (the peer's
     /// task answers by the deadline on its own, unless it is stuck).
-    fn overdue(&self, node: &Node) -> Result<operation_result::Result, cluster::Error> {
+    fn overdue(
+        &self,
+        node: &Node,
+        now: &mut Now,
+    ) -> Result<operation_result::Result, cluster::Error> {
         self.count(
             node,
             Err(cluster::Error::Unavailable("peer answer overdue".into())),
+            now,
         )
     }
 }
@@ -182,9 +190,9 @@ enum Outcome {
 
 impl Outcome {
     /// Whether the answer is in (polling for it if not).
-    fn poll(&mut self, cx: &mut Context<'_>, node: &Node) -> bool {
+    fn poll(&mut self, cx: &mut Context<'_>, node: &Node, now: &mut Now) -> bool {
         if let Outcome::Waiting(sent) = self {
-            match sent.poll_answer(cx, node) {
+            match sent.poll_answer(cx, node, now) {
                 Poll::Ready(result) => *self = Outcome::Done(result),
                 Poll::Pending => return false,
             }
@@ -192,9 +200,9 @@ impl Outcome {
         true
     }
 
-    fn overdue(&mut self, node: &Node) {
+    fn overdue(&mut self, node: &Node, now: &mut Now) {
         if let Outcome::Waiting(sent) = self {
-            *self = Outcome::Done(sent.overdue(node));
+            *self = Outcome::Done(sent.overdue(node, now));
         }
     }
 
@@ -220,6 +228,22 @@ pub(crate) struct Pass {
     net: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Emptied lists of packed keys, kept for the next pass.
     spare_keys: Vec<BytesMut>,
+    /// When this pass handed its first operation to a peer: the time every
+    /// operation of the pass is sent at, for its deadline and its latency.
+    now: Now,
+}
+
+/// One reading of the clock for everything that happens at about the same
+/// moment (a pass's forwards, the answers one wake of its settling finds):
+/// reading the clock costs more than the rest of a forwarded key's
+/// bookkeeping, and the moments differ by microseconds.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct Now(Option<Instant>);
+
+impl Now {
+    fn get(&mut self) -> Instant {
+        *self.0.get_or_insert_with(Instant::now)
+    }
 }
 
 enum Call {
@@ -348,6 +372,7 @@ impl Pass {
     pub(crate) fn clear(&mut self) {
         self.open.clear();
         self.calls.clear();
+        self.now = Now::default();
     }
 
     /// Adds `key` (a slice of `input`) to the get gathered for `remote` (a
@@ -425,9 +450,13 @@ impl Pass {
                     // pass's keys.
                     target.stats.forwarded.fetch_add(1, Ordering::Relaxed);
                     self.calls[c] = Call::Joined {
-                        joined: target
-                            .peer
-                            .join_get(&keys, n, omit, table.view.ring.version()),
+                        joined: target.peer.join_get(
+                            &keys,
+                            n,
+                            omit,
+                            table.view.ring.version(),
+                            self.now.get(),
+                        ),
                         stats: target.stats.clone(),
                     };
                     if self.spare_keys.len() < table.remotes.len()
@@ -456,7 +485,7 @@ impl Pass {
                 }
             };
             self.calls[c] = Call::Sent {
-                sent: Sent::send(table, target, operation::Op::Get(request)),
+                sent: Sent::send(table, target, operation::Op::Get(request), self.now.get()),
                 packed,
             };
         }
@@ -482,10 +511,10 @@ impl Pass {
 
 impl Call {
     /// Whether the answer is in (polling for it if not).
-    fn poll(&mut self, cx: &mut Context<'_>, node: &Node) -> bool {
+    fn poll(&mut self, cx: &mut Context<'_>, node: &Node, now: &mut Now) -> bool {
         match self {
             Call::Sent { sent, .. } => {
-                let Poll::Ready(result) = sent.poll_answer(cx, node) else {
+                let Poll::Ready(result) = sent.poll_answer(cx, node, now) else {
                     return false;
                 };
                 self.got(result);
@@ -494,7 +523,7 @@ impl Call {
                 let Poll::Ready(answer) = joined.poll_answer(cx) else {
                     return false;
                 };
-                let got = shared_items(node, stats, joined, answer);
+                let got = shared_items(node, stats, joined, answer, now);
                 *self = Call::Got(got);
             }
             Call::Gathering { .. } | Call::Got(_) => {}
@@ -502,15 +531,15 @@ impl Call {
         true
     }
 
-    fn overdue(&mut self, node: &Node) {
+    fn overdue(&mut self, node: &Node, now: &mut Now) {
         match self {
             Call::Sent { sent, .. } => {
-                let result = sent.overdue(node);
+                let result = sent.overdue(node, now);
                 self.got(result);
             }
             Call::Joined { joined, stats } => {
                 let overdue = Err(cluster::Error::Unavailable("peer answer overdue".into()));
-                let got = shared_items(node, stats, joined, overdue);
+                let got = shared_items(node, stats, joined, overdue, now);
                 *self = Call::Got(got);
             }
             Call::Gathering { .. } | Call::Got(_) => {}
@@ -536,12 +565,12 @@ impl Call {
 
 /// Counts one forwarded operation's answer: its latency since `sent`, and
 /// a forward error if it `failed`.
-fn tally(node: &Node, stats: &PeerStats, sent: tokio::time::Instant, failed: bool) {
+fn tally(node: &Node, stats: &PeerStats, sent: Instant, failed: bool, now: &mut Now) {
     if failed {
         stats.errors.fetch_add(1, Ordering::Relaxed);
     }
     if let Some(m) = &node.metrics {
-        m.forward_took(stats, sent.elapsed());
+        m.forward_took(stats, now.get().saturating_duration_since(sent));
     }
 }
 
@@ -552,8 +581,9 @@ fn shared_items(
     stats: &PeerStats,
     joined: &Joined,
     answer: Result<Arc<packed::Items>, cluster::Error>,
+    now: &mut Now,
 ) -> Got {
-    tally(node, stats, joined.sent(), answer.is_err());
+    tally(node, stats, joined.sent(), answer.is_err(), now);
     match answer {
         Ok(items) => Got::Packed {
             items,
@@ -571,7 +601,7 @@ pub(crate) async fn settle(node: &Node, pass: &mut Pass, waiting: &mut [(Pending
     // The timer fires between one and two `forward_net` after the pass
     // began: it is moved only when it would fire sooner than one.
     let (soonest, rearm) = {
-        let now = tokio::time::Instant::now();
+        let now = pass.now.get();
         (now + node.forward_net(), now + 2 * node.forward_net())
     };
     let Pass { calls, net, .. } = pass;
@@ -582,14 +612,15 @@ pub(crate) async fn settle(node: &Node, pass: &mut Pass, waiting: &mut [(Pending
     // Everything before `calls_done` / `pending_done` is in.
     let (mut calls_done, mut pending_done) = (0, 0);
     let all_in = std::future::poll_fn(|cx| {
+        let now = &mut Now::default();
         while let Some(call) = calls.get_mut(calls_done) {
-            if !call.poll(cx, node) {
+            if !call.poll(cx, node, now) {
                 return net.as_mut().poll(cx).map(|()| false);
             }
             calls_done += 1;
         }
         while let Some((pending, _)) = waiting.get_mut(pending_done) {
-            if !pending.poll(cx, node) {
+            if !pending.poll(cx, node, now) {
                 return net.as_mut().poll(cx).map(|()| false);
             }
             pending_done += 1;
@@ -600,14 +631,15 @@ pub(crate) async fn settle(node: &Node, pass: &mut Pass, waiting: &mut [(Pending
     if !all_in {
         // Whatever answered meanwhile is kept; only the rest is overdue.
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        let now = &mut Now::default();
         for call in calls.iter_mut() {
-            if !call.poll(&mut cx, node) {
-                call.overdue(node);
+            if !call.poll(&mut cx, node, now) {
+                call.overdue(node, now);
             }
         }
         for (pending, _) in waiting.iter_mut() {
-            if !pending.poll(&mut cx, node) {
-                pending.overdue(node);
+            if !pending.poll(&mut cx, node, now) {
+                pending.overdue(node, now);
             }
         }
     }
@@ -654,7 +686,8 @@ pub(crate) fn plan<'a>(
                         call: {
                             // The peer sees the gathered gets first.
                             pass.send(table, i);
-                            Outcome::Waiting(Sent::send(table, &table.remotes[i], op()))
+                            let now = pass.now.get();
+                            Outcome::Waiting(Sent::send(table, &table.remotes[i], op(), now))
                         },
                         what,
                     },
@@ -778,6 +811,7 @@ pub(crate) fn plan<'a>(
             counters.cmd_flush.fetch_add(1, Ordering::Relaxed);
             node.store.flush_all(delay);
             pass.seal(table);
+            let now = pass.now.get();
             let calls = table
                 .remotes
                 .iter()
@@ -789,6 +823,7 @@ pub(crate) fn plan<'a>(
                             delay,
                             ..Default::default()
                         }),
+                        now,
                     ))
                 })
                 .collect();
@@ -934,18 +969,18 @@ impl Pending<'_> {
     /// Whether the answers of its single operations are in (polling for
     /// them if not); its gets' answers are the pass's.
     #[inline]
-    fn poll(&mut self, cx: &mut Context<'_>, node: &Node) -> bool {
+    fn poll(&mut self, cx: &mut Context<'_>, node: &Node, now: &mut Now) -> bool {
         match &mut self.kind {
-            Kind::One { call, .. } => call.poll(cx, node),
-            Kind::Flush { calls } => calls.iter_mut().all(|call| call.poll(cx, node)),
+            Kind::One { call, .. } => call.poll(cx, node, now),
+            Kind::Flush { calls } => calls.iter_mut().all(|call| call.poll(cx, node, now)),
             Kind::GetOne { .. } | Kind::Get { .. } => true,
         }
     }
 
-    fn overdue(&mut self, node: &Node) {
+    fn overdue(&mut self, node: &Node, now: &mut Now) {
         match &mut self.kind {
-            Kind::One { call, .. } => call.overdue(node),
-            Kind::Flush { calls } => calls.iter_mut().for_each(|call| call.overdue(node)),
+            Kind::One { call, .. } => call.overdue(node, now),
+            Kind::Flush { calls } => calls.iter_mut().for_each(|call| call.overdue(node, now)),
             Kind::GetOne { .. } | Kind::Get { .. } => {}
         }
     }
