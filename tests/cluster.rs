@@ -691,6 +691,61 @@ fn gets_of_every_shape_in_one_pass_are_answered_in_order() {
 }
 
 #[test]
+fn answers_larger_than_a_peer_frame_arrive_whole() {
+    // A forwarded answer travels in HTTP/2 frames of up to 1 MiB: values
+    // near the item size limit, and one get whose answer spans several
+    // frames, must come back byte for byte, in order.
+    let nodes = start_cluster(3);
+    let keys: Vec<String> = (0..200).map(|i| format!("w{i}")).collect();
+    let owned = owned_by(&NAMES, "shoal-2", &keys);
+    assert!(owned.len() >= 43, "{} keys", owned.len());
+    // Distinct bytes per key, so a value spliced from another shows.
+    let value = |i: usize, len: usize| -> Vec<u8> {
+        (0..len)
+            .map(|j| b'a' + ((i * 7 + j / 997) % 26) as u8)
+            .collect()
+    };
+    let sizes: Vec<usize> = (0..43)
+        .map(|i| if i < 3 { 900_000 } else { 30_000 })
+        .collect();
+    let mut conn = nodes[0].conn();
+    for (i, key) in owned.iter().take(sizes.len()).enumerate() {
+        let mut set = format!("set {key} {i} 0 {}\r\n", sizes[i]).into_bytes();
+        set.extend_from_slice(&value(i, sizes[i]));
+        set.extend_from_slice(b"\r\n");
+        assert_eq!(conn.text(&set), b"STORED\r\n", "{key}");
+    }
+    let names: Vec<&str> = owned.iter().take(sizes.len()).map(|k| k.as_str()).collect();
+    let got = conn.text(format!("get {}\r\n", names.join(" ")).as_bytes());
+    let mut want = Vec::new();
+    for (i, key) in names.iter().enumerate() {
+        want.extend_from_slice(format!("VALUE {key} {i} {}\r\n", sizes[i]).as_bytes());
+        want.extend_from_slice(&value(i, sizes[i]));
+        want.extend_from_slice(b"\r\n");
+    }
+    want.extend_from_slice(b"END\r\n");
+    assert!(
+        got == want,
+        "a multi-get of {} bytes came back altered",
+        want.len()
+    );
+    // The same keys again, one get each, pipelined.
+    let gets: String = names.iter().map(|k| format!("get {k}\r\n")).collect();
+    let got = conn.text(gets.as_bytes());
+    let mut want = Vec::new();
+    for (i, key) in names.iter().enumerate() {
+        want.extend_from_slice(format!("VALUE {key} {i} {}\r\n", sizes[i]).as_bytes());
+        want.extend_from_slice(&value(i, sizes[i]));
+        want.extend_from_slice(b"\r\nEND\r\n");
+    }
+    assert!(
+        got == want,
+        "pipelined gets of {} bytes came back altered",
+        want.len()
+    );
+}
+
+#[test]
 fn cas_tokens_of_one_node_never_match_on_another() {
     let nodes = start_cluster(3);
     let keys = candidates("t");

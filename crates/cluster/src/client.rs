@@ -638,7 +638,8 @@ impl Peer {
             .connect_timeout(config.connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(config.keepalive)
-            .keep_alive_timeout(config.deadline);
+            .keep_alive_timeout(config.deadline)
+            .max_frame_size(crate::peer::MAX_FRAME_BYTES);
         let channel = endpoint.connect_lazy();
         let client =
             PeerClient::new(channel.clone()).max_decoding_message_size(config.max_response_bytes);

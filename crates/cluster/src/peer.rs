@@ -70,6 +70,13 @@ pub const OMIT_CAS: u32 = 1;
 /// and `size` (only meta commands show them).
 pub const OMIT_META: u32 = 2;
 
+/// The largest HTTP/2 frame a node accepts on a peer connection, in both
+/// directions (h2's default is 16 KiB). A peer sends each frame with a
+/// write of its own, so a shared get's answer of a few hundred items
+/// (tens of KiB) went out in two or more writes, each a wake of the
+/// receiving process on a busy core; in one frame it is one.
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
+
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;

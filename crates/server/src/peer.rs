@@ -61,6 +61,7 @@ pub(crate) async fn serve(listener: TcpListener, node: Arc<Node>, stop: watch::R
     .max_decoding_message_size(max_message);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let result = Server::builder()
+        .max_frame_size(cluster::peer::MAX_FRAME_BYTES)
         .serve_with_incoming_shutdown(service, incoming, stopped(stop))
         .await;
     if let Err(e) = result {
