@@ -393,20 +393,27 @@ fn buckets(positions: &[u64]) -> (Box<[u32]>, u32) {
 fn direct(positions: &[u64], owner_at: &[u32]) -> (Box<[u16]>, u32) {
     let count = (positions.len() * 8).next_power_of_two().clamp(1, 1 << 15);
     let shift = u64::BITS - count.trailing_zeros();
+    if positions.is_empty() || owner_at.len() > usize::from(MIXED) {
+        return (vec![MIXED; count].into(), shift);
+    }
     let owner = |i: usize| owner_at[if i == positions.len() { 0 } else { i }];
+    // Both walks only move forward: one pass over the ranges and positions.
+    let (mut first, mut through) = (0, 0);
     let direct = (0..count as u64)
         .map(|b| {
-            if positions.is_empty() || owner_at.len() > usize::from(MIXED) {
-                return MIXED;
-            }
             // The range's points run from `start` to just before the next
             // range's start; their owners are those of the positions from
             // the first at or after `start` to the first at or after the
             // range's last point.
             let start = b.checked_shl(shift).unwrap_or(0);
             let last = (b + 1).checked_shl(shift).map_or(u64::MAX, |next| next - 1);
-            let first = positions.partition_point(|&p| p < start);
-            let through = positions.partition_point(|&p| p < last);
+            while first < positions.len() && positions[first] < start {
+                first += 1;
+            }
+            through = through.max(first);
+            while through < positions.len() && positions[through] < last {
+                through += 1;
+            }
             let member = owner(first);
             if (first..=through).all(|i| owner(i) == member) {
                 u16::try_from(member).unwrap_or(MIXED)
