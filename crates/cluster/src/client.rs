@@ -15,7 +15,10 @@
 //! to the runtime: every connection already runnable then queues its
 //! operations before the batch forms, so one batch carries a whole round
 //! of the scheduler. The peer then wakes about half as often (each wake
-//! costs it tens of µs on a busy core), for one scheduler round of delay. The owner answers a stream's batches in arrival order, so
+//! costs it tens of µs on a busy core), for one scheduler round of delay.
+//! Likewise, what queued while a batch was out goes as soon as the answer
+//! is in, unless it is only a handful of keys ([`SMALL_BATCH_KEYS`]): then
+//! it too waits one round. The owner answers a stream's batches in arrival order, so
 //! operations sent to one peer are executed in the order `send` was called
 //! (a shared get, below, runs where it opened).
 //!
@@ -647,14 +650,22 @@ impl Peer {
         let (queue, rx) = mpsc::channel(config.max_queued.max(1));
         let addr: Arc<str> = Arc::from(addr);
         let packs = Arc::new(AtomicBool::new(false));
-        tokio::spawn(run(rx, grpc, config.clone(), addr.clone(), packs.clone()));
+        let open = Arc::<Mutex<Open>>::default();
+        tokio::spawn(run(
+            rx,
+            grpc,
+            config.clone(),
+            addr.clone(),
+            packs.clone(),
+            open.clone(),
+        ));
         Ok(Peer {
             addr,
             queue,
             client,
             deadline: config.deadline,
             packs,
-            open: Arc::default(),
+            open,
         })
     }
 
@@ -962,6 +973,7 @@ async fn run(
     config: ClientConfig,
     addr: Arc<str>,
     packs: Arc<AtomicBool>,
+    open: Arc<Mutex<Open>>,
 ) {
     let mut carry = None;
     loop {
@@ -973,7 +985,15 @@ async fn run(
         }
         // A new stream may reach another process under the same address.
         packs.store(false, Ordering::Relaxed);
-        let session = session(&mut queue, &mut carry, grpc.clone(), &config, &addr, &packs);
+        let session = session(
+            &mut queue,
+            &mut carry,
+            grpc.clone(),
+            &config,
+            &addr,
+            &packs,
+            &open,
+        );
         let why = match session.await {
             End::Closed => return,
             End::Idle => continue,
@@ -1015,6 +1035,32 @@ enum End {
     Broken(String),
 }
 
+/// A batch of fewer operations and keys than this, ready when an answer
+/// arrives, first waits one round of the scheduler for company. A wake
+/// costs the peer about as much as serving a hundred keys (about 25 µs on
+/// a busy core), and with few requests in flight (clients that do not
+/// pipeline, each waiting on its one request) batches stay small unless
+/// they wait. Measured on one core, 50 connections: without pipelining,
+/// owner wakes fell from 33 to 20 per 1000 requests and throughput rose
+/// 12%; pipelined 16 deep, no change either way. 32 and 64 cost the
+/// pipelined case about 2%.
+const SMALL_BATCH_KEYS: usize = 16;
+
+/// About how many operations and keys wait for the peer: the queue, and
+/// the keys of the open shared get.
+fn waiting_keys(queue: &mpsc::Receiver<Queued>, open: &Mutex<Open>) -> usize {
+    let open = open.lock().unwrap_or_else(PoisonError::into_inner);
+    let shared = open
+        .get
+        .as_ref()
+        .and_then(std::sync::Weak::upgrade)
+        .map_or(0, |get| {
+            let state = get.lock();
+            if state.taken { 0 } else { state.count }
+        });
+    queue.len() + shared
+}
+
 /// Takes the next queued operation whose caller still waits.
 fn next_live(queue: &mut mpsc::Receiver<Queued>) -> Option<Ready> {
     loop {
@@ -1034,6 +1080,7 @@ async fn session(
     config: &ClientConfig,
     addr: &str,
     packs: &AtomicBool,
+    open: &Mutex<Open>,
 ) -> End {
     let limits = Limits {
         max_ops: config.max_batch_ops,
@@ -1127,6 +1174,15 @@ async fn session(
                             packs.store(true, Ordering::Relaxed);
                         }
                         deliver(&mut in_flight, response).map_err(|e| e.to_string())?;
+                        // What queued meanwhile goes out now, unless it is
+                        // too little to be worth a wake of the peer: then
+                        // it waits one round of the scheduler for company.
+                        if carry.is_none()
+                            && !queue.is_empty()
+                            && waiting_keys(queue, open) < SMALL_BATCH_KEYS
+                        {
+                            tokio::task::yield_now().await;
+                        }
                     }
                     Ok(None) => return Err("the peer ended the stream".to_owned()),
                     Err(status) => return Err(Error::from(status).to_string()),
