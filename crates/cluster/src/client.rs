@@ -18,9 +18,9 @@
 //! costs it tens of µs on a busy core), for one scheduler round of delay.
 //! Likewise, what queued while a batch was out goes as soon as the answer
 //! is in, unless it is only a handful of keys ([`SMALL_BATCH_KEYS`]): then
-//! it too waits one round. The owner answers a stream's batches in arrival order, so
-//! operations sent to one peer are executed in the order `send` was called
-//! (a shared get, below, runs where it opened).
+//! it too waits one round. The owner answers a stream's batches in arrival
+//! order, so operations sent to one peer are executed in the order `send`
+//! was called (a shared get, below, runs where it opened).
 //!
 //! Plain gets are the bulk of the traffic, and one operation each would
 //! cost both ends more than the lookups it carries. A caller instead joins
@@ -575,6 +575,13 @@ struct Open {
     since: KeyFilter,
 }
 
+impl Open {
+    /// The shared get opened last, unless it is answered and gone.
+    fn last(&self) -> Option<Arc<SharedGet>> {
+        self.get.as_ref().and_then(std::sync::Weak::upgrade)
+    }
+}
+
 /// Calls `f` with every key `op` names; false for an operation without
 /// keys (flush_all, stats), which nothing may be moved across.
 fn each_key(op: &Operation, mut f: impl FnMut(&[u8])) -> bool {
@@ -772,7 +779,7 @@ impl Peer {
             since.any
                 && packed::keys(keys).map_or(true, |mut keys| keys.any(|key| since.contains(key)))
         };
-        if let Some(get) = open.get.as_ref().and_then(std::sync::Weak::upgrade)
+        if let Some(get) = open.last()
             && get.omit == omit
             && get.deadline > now + self.deadline / 2
             && !conflicts(&open.since)
@@ -1049,15 +1056,11 @@ const SMALL_BATCH_KEYS: usize = 16;
 /// About how many operations and keys wait for the peer: the queue, and
 /// the keys of the open shared get.
 fn waiting_keys(queue: &mpsc::Receiver<Queued>, open: &Mutex<Open>) -> usize {
-    let open = open.lock().unwrap_or_else(PoisonError::into_inner);
-    let shared = open
-        .get
-        .as_ref()
-        .and_then(std::sync::Weak::upgrade)
-        .map_or(0, |get| {
-            let state = get.lock();
-            if state.taken { 0 } else { state.count }
-        });
+    let last = open.lock().unwrap_or_else(PoisonError::into_inner).last();
+    let shared = last.map_or(0, |get| {
+        let state = get.lock();
+        if state.taken { 0 } else { state.count }
+    });
     queue.len() + shared
 }
 

@@ -237,8 +237,8 @@ pub(crate) struct Pass {
 /// moment (a pass's forwards, the answers one wake of its settling finds):
 /// reading the clock costs more than the rest of a forwarded key's
 /// bookkeeping, and the moments differ by microseconds.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct Now(Option<Instant>);
+#[derive(Default)]
+struct Now(Option<Instant>);
 
 impl Now {
     fn get(&mut self) -> Instant {

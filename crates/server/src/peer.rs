@@ -394,7 +394,9 @@ fn get_packed(
             // A plain get copies the value under the shard's lock rather
             // than taking a handle on the item.
             None => node.store.get_with(key, hit).is_some(),
-            Some(_) => lookup(node, key, r.touch)
+            Some(exptime) => node
+                .store
+                .get_and_touch(key, exptime)
                 .map(|found| hit(&found.item))
                 .is_some(),
         };

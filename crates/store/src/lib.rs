@@ -507,12 +507,6 @@ impl Store {
     /// the last key's). For a batch of a few hundred keys.
     pub fn prefetch_many<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
         let hashes: Vec<u64> = keys.into_iter().map(|key| self.hash(key)).collect();
-        if hashes.len() < 2 {
-            hashes
-                .iter()
-                .for_each(|&h| self.lock(self.shard_index(h)).prefetch(h));
-            return;
-        }
         // A counting sort by shard: `start[s]` is where shard s's keys
         // begin in `by_shard`.
         let mut start = vec![0u32; self.shards.len() + 1];
