@@ -486,7 +486,7 @@ fn a_node_that_has_not_joined_owns_nothing_and_says_so() {
 #[test]
 fn a_peer_serves_a_key_it_does_not_own_only_to_a_caller_routing_with_its_own_ring() {
     use cluster::peer::v1::{
-        BatchRequest, ErrorCode, GetRequest, Operation, operation, operation_result,
+        BatchRequest, ErrorCode, GetRequest, GetResponse, Operation, operation, operation_result,
         peer_client::PeerClient,
     };
     let nodes = start_cluster(3);
@@ -504,40 +504,41 @@ fn a_peer_serves_a_key_it_does_not_own_only_to_a_caller_routing_with_its_own_rin
     )
     .version();
 
-    // (error, found) of a get of `key` sent to `node` as routed by a ring
-    // of version `ring_version`.
+    // `get` sent to `node` in a batch routed by a ring of version
+    // `ring_version`: the answering node's ring version and the answer.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let get = |node: &ClusterNode, ring_version: u64| -> (ErrorCode, bool) {
+    let ask = |node: &ClusterNode, ring_version: u64, get: GetRequest| -> (u64, GetResponse) {
         rt.block_on(async {
             let mut client = PeerClient::connect(format!("http://{}", node.peer))
                 .await
                 .unwrap();
-            let op = Operation {
-                op: Some(operation::Op::Get(GetRequest {
-                    keys: vec![key.clone().into()],
-                    ..Default::default()
-                })),
-            };
             let answer = client
                 .batch(BatchRequest {
                     id: 1,
                     ring_version,
-                    operations: vec![op],
+                    operations: vec![Operation {
+                        op: Some(operation::Op::Get(get)),
+                    }],
                 })
                 .await
                 .unwrap()
                 .into_inner();
-            assert_eq!(
-                answer.ring_version, version,
-                "the answer names the node's ring"
-            );
             match answer.results[0].result.clone() {
-                Some(operation_result::Result::Get(r)) => {
-                    (r.error(), r.items.first().is_some_and(|i| i.found))
-                }
+                Some(operation_result::Result::Get(r)) => (answer.ring_version, r),
                 other => panic!("not a get's answer: {other:?}"),
             }
         })
+    };
+    // (error, found) of a get of `key` sent to `node` as routed by a ring
+    // of version `ring_version`.
+    let get = |node: &ClusterNode, ring_version: u64| -> (ErrorCode, bool) {
+        let request = GetRequest {
+            keys: vec![key.clone().into()],
+            ..Default::default()
+        };
+        let (answered_by, r) = ask(node, ring_version, request);
+        assert_eq!(answered_by, version, "the answer names the node's ring");
+        (r.error(), r.items.first().is_some_and(|i| i.found))
     };
     // The owner serves whoever asks.
     assert_eq!(get(&nodes[1], 0), (ErrorCode::None, true));
@@ -558,35 +559,16 @@ fn a_peer_serves_a_key_it_does_not_own_only_to_a_caller_routing_with_its_own_rin
             .text_str(&format!("set {mine} 0 0 1\r\nm\r\n")),
         "STORED\r\n"
     );
-    let answer = rt.block_on(async {
-        let mut client = PeerClient::connect(format!("http://{}", nodes[2].peer))
-            .await
-            .unwrap();
-        let mut keys = bytes::BytesMut::new();
-        for k in [&mine, &key, &mine] {
-            assert!(cluster::packed::push_key(&mut keys, k.as_bytes()));
-        }
-        let op = Operation {
-            op: Some(operation::Op::Get(GetRequest {
-                packed_keys: keys.freeze(),
-                omit: cluster::peer::OMIT_META,
-                ..Default::default()
-            })),
-        };
-        let answer = client
-            .batch(BatchRequest {
-                id: 1,
-                ring_version: 0,
-                operations: vec![op],
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        match answer.results[0].result.clone() {
-            Some(operation_result::Result::Get(r)) => r,
-            other => panic!("not a get's answer: {other:?}"),
-        }
-    });
+    let mut keys = bytes::BytesMut::new();
+    for k in [&mine, &key, &mine] {
+        assert!(cluster::packed::push_key(&mut keys, k.as_bytes()));
+    }
+    let request = GetRequest {
+        packed_keys: keys.freeze(),
+        omit: cluster::peer::OMIT_META,
+        ..Default::default()
+    };
+    let (_, answer) = ask(&nodes[2], 0, request);
     assert_eq!(answer.error(), ErrorCode::None);
     let items = cluster::packed::Items::new(answer.packed_items, answer.values, true, 3).unwrap();
     let found: Vec<Option<Vec<u8>>> = (0..3)
@@ -705,24 +687,28 @@ fn answers_larger_than_a_peer_frame_arrive_whole() {
             .map(|j| b'a' + ((i * 7 + j / 997) % 26) as u8)
             .collect()
     };
-    let sizes: Vec<usize> = (0..43)
-        .map(|i| if i < 3 { 900_000 } else { 30_000 })
+    let values: Vec<Vec<u8>> = (0..43)
+        .map(|i| value(i, if i < 3 { 900_000 } else { 30_000 }))
         .collect();
+    let names: Vec<&str> = owned
+        .iter()
+        .take(values.len())
+        .map(|k| k.as_str())
+        .collect();
+    // Key `i`'s line and value as a get answers it (flags `i`).
+    let hit = |i: usize| -> Vec<u8> {
+        let v = &values[i];
+        let line = format!("VALUE {} {i} {}\r\n", names[i], v.len());
+        [line.as_bytes(), v, b"\r\n"].concat()
+    };
     let mut conn = nodes[0].conn();
-    for (i, key) in owned.iter().take(sizes.len()).enumerate() {
-        let mut set = format!("set {key} {i} 0 {}\r\n", sizes[i]).into_bytes();
-        set.extend_from_slice(&value(i, sizes[i]));
-        set.extend_from_slice(b"\r\n");
+    for (i, key) in names.iter().enumerate() {
+        let set = format!("set {key} {i} 0 {}\r\n", values[i].len());
+        let set = [set.as_bytes(), &values[i], b"\r\n"].concat();
         assert_eq!(conn.text(&set), b"STORED\r\n", "{key}");
     }
-    let names: Vec<&str> = owned.iter().take(sizes.len()).map(|k| k.as_str()).collect();
     let got = conn.text(format!("get {}\r\n", names.join(" ")).as_bytes());
-    let mut want = Vec::new();
-    for (i, key) in names.iter().enumerate() {
-        want.extend_from_slice(format!("VALUE {key} {i} {}\r\n", sizes[i]).as_bytes());
-        want.extend_from_slice(&value(i, sizes[i]));
-        want.extend_from_slice(b"\r\n");
-    }
+    let mut want: Vec<u8> = (0..names.len()).flat_map(hit).collect();
     want.extend_from_slice(b"END\r\n");
     assert!(
         got == want,
@@ -732,12 +718,9 @@ fn answers_larger_than_a_peer_frame_arrive_whole() {
     // The same keys again, one get each, pipelined.
     let gets: String = names.iter().map(|k| format!("get {k}\r\n")).collect();
     let got = conn.text(gets.as_bytes());
-    let mut want = Vec::new();
-    for (i, key) in names.iter().enumerate() {
-        want.extend_from_slice(format!("VALUE {key} {i} {}\r\n", sizes[i]).as_bytes());
-        want.extend_from_slice(&value(i, sizes[i]));
-        want.extend_from_slice(b"\r\nEND\r\n");
-    }
+    let want: Vec<u8> = (0..names.len())
+        .flat_map(|i| [hit(i), b"END\r\n".to_vec()].concat())
+        .collect();
     assert!(
         got == want,
         "pipelined gets of {} bytes came back altered",

@@ -189,10 +189,11 @@ async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
     // Nothing runs between these calls (one thread, no await), so the
     // peer's task cannot take the shared get early.
     let peer = Peer::connect(&dead_port().await, &config(5000)).unwrap();
-    let join =
-        |keys: &[&str]| peer.join_get(&packed(keys), keys.len(), 0, 7, Instant::now().into());
-    let a = join(&["a", "b"]);
-    let b = join(&["c"]);
+    let join = |keys: &[&str], omit: u32| {
+        peer.join_get(&packed(keys), keys.len(), omit, 7, Instant::now().into())
+    };
+    let a = join(&["a", "b"], 0);
+    let b = join(&["c"], 0);
     assert_eq!(
         (a.start(), b.start()),
         (0, 2),
@@ -201,29 +202,17 @@ async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
     // A store of `d` is queued after the shared get: a get of `d` from
     // now on must not run before it, so it opens another shared get ...
     let stored = peer.send(store("d"));
-    let c = join(&["x", "d"]);
+    let c = join(&["x", "d"], 0);
     assert_eq!(c.start(), 0, "a get of a key written since opens another");
     // ... which gets of other keys then join.
-    let d = join(&["e"]);
+    let d = join(&["e"], 0);
     assert_eq!(d.start(), 2);
     // Different omitted fields: another shared get.
-    let e = peer.join_get(
-        &packed(&["f"]),
-        1,
-        cluster::peer::OMIT_CAS,
-        7,
-        Instant::now().into(),
-    );
+    let e = join(&["f"], cluster::peer::OMIT_CAS);
     assert_eq!(e.start(), 0);
     // Nothing moves across an operation without keys.
     let flushed = peer.send(flush());
-    let f = peer.join_get(
-        &packed(&["g"]),
-        1,
-        cluster::peer::OMIT_CAS,
-        7,
-        Instant::now().into(),
-    );
+    let f = join(&["g"], cluster::peer::OMIT_CAS);
     assert_eq!(f.start(), 0, "a flush_all closes the shared get");
 
     // Nothing listens: every part fails (and fails at once).
