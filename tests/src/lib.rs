@@ -281,6 +281,38 @@ pub fn wait_until(what: &str, timeout: Duration, mut check: impl FnMut() -> bool
     }
 }
 
+/// Whether this process holds a socket listening on TCP `port`.
+///
+/// Read from `/proc`, so it cannot be fooled by another process (or a
+/// self-connect) taking the port once this process lets it go, as a
+/// connection attempt can.
+pub fn this_process_listens_on(port: u16) -> bool {
+    let ours: std::collections::HashSet<String> = std::fs::read_dir("/proc/self/fd")
+        .expect("reading /proc/self/fd")
+        .filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter_map(|target| {
+            let target = target.to_string_lossy();
+            Some(
+                target
+                    .strip_prefix("socket:[")?
+                    .strip_suffix(']')?
+                    .to_owned(),
+            )
+        })
+        .collect();
+    let listening = |table: &str| {
+        let table = std::fs::read_to_string(table).unwrap_or_default();
+        table.lines().skip(1).any(|line| {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols.get(1).and_then(|a| a.rsplit(':').next());
+            local_port.and_then(|p| u16::from_str_radix(p, 16).ok()) == Some(port)
+                && cols.get(3) == Some(&"0A")
+                && cols.get(9).is_some_and(|inode| ours.contains(*inode))
+        })
+    };
+    listening("/proc/net/tcp") || listening("/proc/net/tcp6")
+}
+
 /// A free TCP port on 127.0.0.1 (for servers that cannot bind port 0 and
 /// report it, like memcached).
 pub fn free_port() -> u16 {
