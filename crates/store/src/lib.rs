@@ -459,17 +459,11 @@ impl Store {
     /// Lookup; bumps the item in the LRU, marks it fetched and updates its
     /// last access. Expired and flushed items are misses (and are unlinked).
     pub fn get(&self, key: &[u8]) -> Option<Found> {
-        let hash = self.hash(key);
-        let ctx = self.ctx(self.now());
-        let mut shard = self.lock(self.shard_index(hash));
-        let found = shard
-            .find_live(&ctx, hash, key)
-            .and_then(|idx| shard.access(idx, ctx.now));
-        match found {
-            Some(_) => shard.stats.get_hits += 1,
-            None => shard.stats.get_misses += 1,
-        }
-        found
+        self.read_hit(key, |item, last_access, fetched| Found {
+            item: item.clone(),
+            last_access,
+            fetched,
+        })
     }
 
     /// [`Store::get`] for a caller that only reads the item: `read` runs
@@ -477,17 +471,25 @@ impl Store {
     /// taken (two atomic updates fewer per hit). Keep `read` short: a copy
     /// of a small value, or a `value_bytes()` handle on a large one.
     pub fn get_with<R>(&self, key: &[u8], read: impl FnOnce(&Item) -> R) -> Option<R> {
+        self.read_hit(key, |item, _, _| read(item))
+    }
+
+    /// The lookup of [`Store::get`], counted as a get hit or miss: `read`
+    /// gets the live item under its shard's lock, with the seconds since
+    /// its previous access and whether it had been fetched before.
+    fn read_hit<R>(&self, key: &[u8], read: impl FnOnce(&Item, u32, bool) -> R) -> Option<R> {
         let hash = self.hash(key);
         let ctx = self.ctx(self.now());
         let mut shard = self.lock(self.shard_index(hash));
-        let Some(idx) = shard.find_live(&ctx, hash, key) else {
-            shard.stats.get_misses += 1;
-            return None;
-        };
-        let (item, _, _) = shard.touch_read(idx, ctx.now)?;
-        let answer = read(item);
-        shard.stats.get_hits += 1;
-        Some(answer)
+        let answer = shard
+            .find_live(&ctx, hash, key)
+            .and_then(|idx| shard.touch_read(idx, ctx.now))
+            .map(|(item, last_access, fetched)| read(item, last_access, fetched));
+        match answer {
+            Some(_) => shard.stats.get_hits += 1,
+            None => shard.stats.get_misses += 1,
+        }
+        answer
     }
 
     /// Starts loading into the CPU's cache the item a coming `get` of
