@@ -286,11 +286,7 @@ impl Ring {
     fn owner_at_point(&self, at: u64) -> usize {
         let b = at.checked_shr(self.direct_shift).unwrap_or(0) as usize;
         match self.direct[b] {
-            MIXED => {
-                let i = self.first_at_or_after(at);
-                let i = if i == self.positions.len() { 0 } else { i };
-                self.owner_at[i] as usize
-            }
+            MIXED => owner_from(&self.owner_at, self.first_at_or_after(at)) as usize,
             member => usize::from(member),
         }
     }
@@ -385,6 +381,12 @@ fn buckets(positions: &[u64]) -> (Box<[u32]>, u32) {
     (buckets.into(), shift)
 }
 
+/// The member at the `i`th position, the first at or after some point
+/// (`owner_at.len()`: none after it, so the ring wraps to the first).
+fn owner_from(owner_at: &[u32], i: usize) -> u32 {
+    owner_at[if i == owner_at.len() { 0 } else { i }]
+}
+
 /// The direct owner table of sorted `positions` (owned by `owner_at`):
 /// eight ranges per position, rounded up to a power of two (at most
 /// 2^15), each the one member owning all of it or [`MIXED`]; and the shift
@@ -396,7 +398,7 @@ fn direct(positions: &[u64], owner_at: &[u32]) -> (Box<[u16]>, u32) {
     if positions.is_empty() || owner_at.len() > usize::from(MIXED) {
         return (vec![MIXED; count].into(), shift);
     }
-    let owner = |i: usize| owner_at[if i == positions.len() { 0 } else { i }];
+    let owner = |i| owner_from(owner_at, i);
     // Both walks only move forward: one pass over the ranges and positions.
     let (mut first, mut through) = (0, 0);
     let direct = (0..count as u64)

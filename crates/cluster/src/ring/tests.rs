@@ -453,10 +453,9 @@ fn the_bucket_and_direct_tables_find_what_a_binary_search_over_every_position_fi
                     "{members} members x {vnodes}, point {at:#x}"
                 );
                 if members > 0 {
-                    let owner = ring.owner_at[if first == positions.len() { 0 } else { first }];
                     assert_eq!(
                         ring.owner_at_point(at),
-                        owner as usize,
+                        owner_from(&ring.owner_at, first) as usize,
                         "{members} members x {vnodes}, point {at:#x}"
                     );
                 }
