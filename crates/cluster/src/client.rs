@@ -436,6 +436,12 @@ impl SharedGet {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// How many keys it has gathered that the peer's task has not taken.
+    fn gathering(&self) -> usize {
+        let state = self.lock();
+        if state.taken { 0 } else { state.count }
+    }
+
     /// Stops the gathering: the encoded `Operation` it became, and the
     /// ring version it was routed with.
     fn take(&self) -> (Bytes, u64) {
@@ -576,6 +582,10 @@ struct Open {
 }
 
 impl Open {
+    fn lock(open: &Mutex<Open>) -> MutexGuard<'_, Open> {
+        open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The shared get opened last, unless it is answered and gone.
     fn last(&self) -> Option<Arc<SharedGet>> {
         self.get.as_ref().and_then(std::sync::Weak::upgrade)
@@ -839,7 +849,7 @@ impl Peer {
     }
 
     fn lock_open(&self) -> MutexGuard<'_, Open> {
-        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+        Open::lock(&self.open)
     }
 
     /// Queues for the peer's task (under the `open` lock, so the queue's
@@ -1056,12 +1066,8 @@ const SMALL_BATCH_KEYS: usize = 16;
 /// About how many operations and keys wait for the peer: the queue, and
 /// the keys of the open shared get.
 fn waiting_keys(queue: &mpsc::Receiver<Queued>, open: &Mutex<Open>) -> usize {
-    let last = open.lock().unwrap_or_else(PoisonError::into_inner).last();
-    let shared = last.map_or(0, |get| {
-        let state = get.lock();
-        if state.taken { 0 } else { state.count }
-    });
-    queue.len() + shared
+    let last = Open::lock(open).last();
+    queue.len() + last.map_or(0, |get| get.gathering())
 }
 
 /// Takes the next queued operation whose caller still waits.
