@@ -12,9 +12,10 @@
 //! pipelined — are gathered per owner into one `GetRequest` ([`Pass`]),
 //! with its keys packed ([`cluster::packed`]) when the owner has said it
 //! reads them and no gathered request needs the meta fields,
-//! sent when the pass ends or just before anything else goes to that owner,
-//! so one peer still sees a client's requests in the client's order; other
-//! operations are handed to the owner's peer handle at once. A plain packed
+//! sent when the pass ends, or just before another operation on one of its
+//! keys goes to that owner, so the owner sees each key's requests in the
+//! client's order; other operations are handed to the owner's peer handle
+//! at once. A plain packed
 //! get is not sent on its own: it joins the owner's shared get, which
 //! carries the gets of every connection to that owner in one operation
 //! (`cluster::client::Peer::join_get`). A multi-key
@@ -295,6 +296,17 @@ impl Gathered {
             }
         }
     }
+
+    /// Whether `key` is one of the gathered keys.
+    fn names(&self, key: &[u8]) -> bool {
+        match self {
+            Gathered::Listed(keys) => keys.iter().any(|k| k[..] == *key),
+            // A list this pass packed always parses.
+            Gathered::Packed(keys, _) => {
+                packed::keys(keys).map_or(true, |mut keys| keys.any(|k| k == key))
+            }
+        }
+    }
 }
 
 /// A gathered get's answer: a failed read is no items, all misses.
@@ -491,6 +503,22 @@ impl Pass {
         }
     }
 
+    /// Sends the get gathered for `remote` if it names `key`. Only one
+    /// key's requests need to reach its owner in the client's order: a
+    /// pipelined client hears nothing until the pass is answered, so it
+    /// cannot tell in which order requests for different keys ran, and
+    /// keeping the gathered get open lets the rest of the pass join it.
+    fn send_if_gathering(&mut self, table: &Table, remote: usize, key: &[u8]) {
+        let Some(&Some(c)) = self.open.get(remote) else {
+            return;
+        };
+        if let Call::Gathering { keys, .. } = &self.calls[c]
+            && keys.names(key)
+        {
+            self.send(table, remote);
+        }
+    }
+
     /// Sends every gathered get: the pass is over.
     pub(crate) fn seal(&mut self, table: &Table) {
         for remote in 0..self.open.len() {
@@ -684,8 +712,10 @@ pub(crate) fn plan<'a>(
                     stored: stored_of(request),
                     kind: Kind::One {
                         call: {
-                            // The peer sees the gathered gets first.
-                            pass.send(table, i);
+                            // A gathered get of the same key goes first:
+                            // the owner sees each key's requests in the
+                            // client's order.
+                            pass.send_if_gathering(table, i, key);
                             let now = pass.now.get();
                             Outcome::Waiting(Sent::send(table, &table.remotes[i], op(), now))
                         },
