@@ -9,8 +9,11 @@
 //! operations or [`ClientConfig::max_batch_bytes`] bytes), sends it down one
 //! long-lived `Pipeline` stream as soon as the stream's window
 //! ([`ClientConfig::max_in_flight`] unanswered batches) has room, and
-//! routes each [`OperationResult`] back to its caller through a oneshot.
-//! No timer holds a batch back. Batches grow while earlier ones are in
+//! routes each [`OperationResult`] back to its caller. Operations queued
+//! back to back share one queue entry, an `OpGroup`: each is encoded
+//! straight into the group's buffer, already framed for the batch, and the
+//! group's results come back together, so a forwarded write costs no
+//! allocation or channel of its own. No timer holds a batch back. Batches grow while earlier ones are in
 //! flight, and when work reaches an idle task, the task first yields once
 //! to the runtime: every connection already runnable then queues its
 //! operations before the batch forms, so one batch carries a whole round
@@ -54,8 +57,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
+use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tonic::client::Grpc;
 use tonic::codec::Streaming;
@@ -207,59 +210,89 @@ type Answer = Result<OperationResult, Error>;
 /// What callers queue for the peer's task.
 #[derive(Debug)]
 enum Queued {
-    /// One caller's operation.
-    One(Ready),
+    /// Where a group of single operations sits in the queue: it keeps
+    /// growing until the task takes it ([`Peer::enqueue`]).
+    Ops(Arc<OpGroup>),
     /// Where a shared get sits in the queue: its keys keep growing until
     /// the task takes it ([`Peer::join_get`]).
     Shared(Arc<SharedGet>),
 }
 
-/// One operation ready to go into a batch.
+/// Operations ready to go into a batch.
 #[derive(Debug)]
 struct Ready {
-    /// The encoded `Operation`, by its caller (see [`EncodedBatch`]).
-    op: Bytes,
-    /// The version of the ring the caller routed `op` with (0: unknown).
+    /// The encoded operations, each framed as a `BatchRequest.operations`
+    /// field ([`frame`]).
+    framed: Bytes,
+    /// How many.
+    ops: usize,
+    /// The version of the ring the callers routed them with (0: unknown,
+    /// or not one for all).
     ring_version: u64,
     deadline: Instant,
     reply: Reply,
 }
 
-/// Who an operation's answer goes to.
+/// Who the answers go to.
 #[derive(Debug)]
 enum Reply {
-    One(oneshot::Sender<Answer>),
+    /// A group's callers, one result each.
+    Ops(Arc<OpGroup>),
+    /// A shared get's callers: one result for all.
     Shared(Arc<SharedGet>),
 }
 
 impl Reply {
-    fn send(self, answer: Answer) {
+    /// Hands the callers their results, taken from `results`; a missing
+    /// one is an error.
+    fn answer(self, ops: usize, results: &mut impl Iterator<Item = OperationResult>) {
         match self {
-            // A caller that stopped waiting is no error.
-            Reply::One(reply) => drop(reply.send(answer)),
-            Reply::Shared(get) => get.resolve(answer),
+            Reply::Ops(group) => {
+                let answers: Vec<_> = results.take(ops).map(Some).collect();
+                group.resolve(if answers.len() == ops {
+                    Ok(answers)
+                } else {
+                    Err(Error::Peer(ErrorCode::InvalidArgument))
+                });
+            }
+            Reply::Shared(get) => {
+                get.resolve(
+                    results
+                        .next()
+                        .ok_or(Error::Peer(ErrorCode::InvalidArgument)),
+                );
+            }
         }
     }
 
-    /// Whether nobody waits for the answer any more.
-    fn is_closed(&self) -> bool {
+    fn fail(self, e: &Error) {
         match self {
-            Reply::One(reply) => reply.is_closed(),
-            Reply::Shared(_) => false,
+            Reply::Ops(group) => group.resolve(Err(e.clone())),
+            Reply::Shared(get) => get.resolve(Err(e.clone())),
         }
     }
 }
 
 impl Queued {
-    /// The operation as it goes into a batch: a shared get stops gathering
-    /// here.
+    /// The operations as they go into a batch: a group or a shared get
+    /// stops gathering here.
     fn ready(self) -> Ready {
         match self {
-            Queued::One(ready) => ready,
-            Queued::Shared(get) => {
-                let (op, ring_version) = get.take();
+            Queued::Ops(group) => {
+                let (framed, ops, ring_version) = group.take();
                 Ready {
-                    op,
+                    framed,
+                    ops,
+                    ring_version,
+                    deadline: group.deadline,
+                    reply: Reply::Ops(group),
+                }
+            }
+            Queued::Shared(get) => {
+                let (framed, ring_version) = get.take();
+                Ready {
+                    framed,
+                    ops: 1,
                     ring_version,
                     deadline: get.deadline,
                     reply: Reply::Shared(get),
@@ -280,45 +313,51 @@ impl Queued {
 
     fn fail(self, e: &Error) {
         match self {
-            Queued::One(ready) => ready.reply.send(Err(e.clone())),
+            Queued::Ops(group) => group.resolve(Err(e.clone())),
             Queued::Shared(get) => get.resolve(Err(e.clone())),
         }
     }
 }
 
+/// Appends `op` to `buf` as a `BatchRequest.operations` field: its tag,
+/// its length, the message.
+fn frame(op: &Operation, buf: &mut BytesMut) {
+    use prost::encoding::{WireType, encode_key, encode_varint};
+    let len = op.encoded_len();
+    buf.reserve(1 + prost::length_delimiter_len(len) + len);
+    encode_key(3, WireType::LengthDelimited, buf);
+    encode_varint(len as u64, buf);
+    op.encode_raw(buf);
+}
+
 /// A `BatchRequest` as this client sends it: the same fields, each
-/// operation already encoded by the caller that queued it. An embedded
-/// message and a `bytes` field share one wire form (a length-delimited
-/// field), so the owner decodes this as the `BatchRequest` it is. The
-/// peer's task then only concatenates: it neither walks the operations to
-/// size them (prost sizes a nested message once per level) nor drops
-/// them, and the caller lets go of the slices of its read buffer that an
-/// operation held as soon as it is queued.
-///
-/// Its `Message` impl is written out (encoding only) because prost's
-/// derived one encodes a `Bytes` field through a clone, and cloning the
-/// `Bytes` of an encoded `Vec` allocates its reference count: one
-/// allocation per forwarded write, for nothing.
+/// operation already encoded and framed by the caller that queued it
+/// ([`frame`]). An embedded message and a `bytes` field share one wire
+/// form (a length-delimited field), so the owner decodes this as the
+/// `BatchRequest` it is. The peer's task then only concatenates: it
+/// neither walks the operations to size them (prost sizes a nested
+/// message once per level) nor drops them, and the caller lets go of the
+/// slices of its read buffer that an operation held as soon as it is
+/// queued. Only encoded, so its `Message` impl is written out.
 #[derive(Debug, Default)]
 struct EncodedBatch {
     id: u64,
     ring_version: u64,
-    operations: Vec<Bytes>,
+    /// Runs of framed operations.
+    framed: Vec<Bytes>,
 }
 
 impl Message for EncodedBatch {
     fn encode_raw(&self, buf: &mut impl bytes::BufMut) {
-        use prost::encoding::{WireType, encode_key, encode_varint, uint64};
+        use prost::encoding::uint64;
         if self.id != 0 {
             uint64::encode(1, &self.id, buf);
         }
         if self.ring_version != 0 {
             uint64::encode(2, &self.ring_version, buf);
         }
-        for op in &self.operations {
-            encode_key(3, WireType::LengthDelimited, buf);
-            encode_varint(op.len() as u64, buf);
-            buf.put_slice(op);
+        for run in &self.framed {
+            buf.put_slice(run);
         }
     }
 
@@ -335,10 +374,16 @@ impl Message for EncodedBatch {
 
     fn encoded_len(&self) -> usize {
         use prost::encoding::uint64;
-        let scalar = |tag, v: &u64| if *v != 0 { uint64::encoded_len(tag, v) } else { 0 };
+        let scalar = |tag, v: &u64| {
+            if *v != 0 {
+                uint64::encoded_len(tag, v)
+            } else {
+                0
+            }
+        };
         scalar(1, &self.id)
             + scalar(2, &self.ring_version)
-            + self.operations.iter().map(|op| framed_len(op)).sum::<usize>()
+            + self.framed.iter().map(Bytes::len).sum::<usize>()
     }
 
     fn clear(&mut self) {
@@ -356,40 +401,39 @@ pub(crate) struct Limits {
     pub max_bytes: usize,
 }
 
-/// Fills one batch: first `carry` (the item that did not fit last time),
-/// then items from `next` until the batch holds `max_ops` items or the next
-/// one would take it past `max_bytes` (that one is left in `carry`). The
+/// Fills one batch: the carried-over item (if any) first, then items
+/// from `next` until the batch holds `max_ops` operations or the next item
+/// would take it past `max_ops` or `max_bytes` (that one is left in
+/// `carry`); `weigh` says how many operations and bytes an item is. The
 /// first item always goes in, however large, so nothing is stuck. Empty
 /// only when there was nothing to take. `expect` (how many items wait, as
 /// far as the caller knows) sizes the batch's list up front.
 pub(crate) fn assemble<T>(
     carry: &mut Option<T>,
     mut next: impl FnMut() -> Option<T>,
-    size: impl Fn(&T) -> usize,
+    weigh: impl Fn(&T) -> (usize, usize),
     limits: Limits,
     expect: usize,
 ) -> Vec<T> {
-    let mut batch = Vec::with_capacity(expect.clamp(1, limits.max_ops.max(1)));
-    let mut bytes = 0usize;
-    while batch.len() < limits.max_ops.max(1) {
+    let max_ops = limits.max_ops.max(1);
+    let mut batch = Vec::with_capacity(expect.clamp(1, max_ops));
+    let (mut ops, mut bytes) = (0usize, 0usize);
+    while ops < max_ops {
         let Some(item) = carry.take().or_else(&mut next) else {
             break;
         };
-        let len = size(&item);
-        if !batch.is_empty() && bytes.saturating_add(len) > limits.max_bytes {
+        let (n, len) = weigh(&item);
+        if !batch.is_empty()
+            && (ops.saturating_add(n) > max_ops || bytes.saturating_add(len) > limits.max_bytes)
+        {
             *carry = Some(item);
             break;
         }
+        ops = ops.saturating_add(n);
         bytes = bytes.saturating_add(len);
         batch.push(item);
     }
     batch
-}
-
-/// Bytes an encoded operation adds to a `BatchRequest`: the field's tag,
-/// length prefix and the message.
-fn framed_len(op: &[u8]) -> usize {
-    1 + prost::length_delimiter_len(op.len()) + op.len()
 }
 
 /// A batch on the stream, waiting for its answer.
@@ -398,7 +442,10 @@ struct InFlight {
     id: u64,
     /// The earliest deadline among its operations.
     deadline: Instant,
-    replies: Vec<Reply>,
+    /// Who the results go to, in order, and how many each takes.
+    replies: Vec<(Reply, usize)>,
+    /// How many results it expects.
+    ops: usize,
 }
 
 /// Hands the results of `response` to the callers of the oldest batch in
@@ -415,26 +462,108 @@ fn deliver(in_flight: &mut VecDeque<InFlight>, response: BatchResponse) -> Resul
             response.id
         )));
     };
-    if response.id != batch.id || response.results.len() != batch.replies.len() {
+    if response.id != batch.id || response.results.len() != batch.ops {
         let e = Error::Unavailable(format!(
             "batch {} of {} operations answered as batch {} with {} results",
             batch.id,
-            batch.replies.len(),
+            batch.ops,
             response.id,
             response.results.len()
         ));
-        fail(batch.replies, &e);
+        fail(batch.replies.into_iter().map(|(reply, _)| reply), &e);
         return Err(e);
     }
-    for (reply, result) in batch.replies.into_iter().zip(response.results) {
-        reply.send(Ok(result));
+    let mut results = response.results.into_iter();
+    for (reply, ops) in batch.replies {
+        reply.answer(ops, &mut results);
     }
     Ok(())
 }
 
 fn fail(replies: impl IntoIterator<Item = Reply>, e: &Error) {
     for reply in replies {
-        reply.send(Err(e.clone()));
+        reply.fail(e);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Single operations queued together.
+
+/// Room a group's buffer starts with, and the most bytes it gathers.
+const GROUP_FIRST_BYTES: usize = 4 << 10;
+const GROUP_MAX_BYTES: usize = 256 << 10;
+
+/// The single operations (writes, deletes, incr/decr, touches, ...)
+/// queued back to back for one peer, gathered into one queue entry
+/// ([`Peer::enqueue`]): each is encoded straight into the group's buffer,
+/// framed for the batch, and their results come back together. An
+/// operation then costs no allocation, channel or queue slot of its own.
+#[derive(Debug)]
+struct OpGroup {
+    /// The first caller's deadline.
+    deadline: Instant,
+    /// Most operations it gathers: no more than one batch takes.
+    max_ops: usize,
+    state: Mutex<GroupState>,
+}
+
+#[derive(Debug)]
+struct GroupState {
+    /// The operations, framed ([`frame`]), until the peer's task takes them.
+    framed: BytesMut,
+    count: usize,
+    /// The ring version every caller routed with (0: not one for all).
+    ring_version: u64,
+    /// Taken by the peer's task (or failed): no more operations join.
+    taken: bool,
+    /// One result per operation, each taken by its caller.
+    answer: Option<Result<Vec<Option<OperationResult>>, Error>>,
+    wakers: Vec<Waker>,
+}
+
+impl OpGroup {
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Adds `op`, unless the group was taken or is full; returns its place.
+    fn join(&self, op: &Operation, ring_version: u64) -> Option<usize> {
+        let mut state = self.lock();
+        if state.taken
+            || state.count >= self.max_ops.max(1)
+            || state.framed.len() >= GROUP_MAX_BYTES
+        {
+            return None;
+        }
+        frame(op, &mut state.framed);
+        if state.ring_version != ring_version {
+            state.ring_version = 0;
+        }
+        state.count += 1;
+        Some(state.count - 1)
+    }
+
+    /// Stops the gathering: the framed operations, how many, and the ring
+    /// version they were routed with.
+    fn take(&self) -> (Bytes, usize, u64) {
+        let mut state = self.lock();
+        state.taken = true;
+        let framed = std::mem::take(&mut state.framed).freeze();
+        (framed, state.count, state.ring_version)
+    }
+
+    /// Keeps the results (the first answer only) and wakes every caller.
+    fn resolve(&self, answer: Result<Vec<Option<OperationResult>>, Error>) {
+        let wakers = {
+            let mut state = self.lock();
+            state.taken = true;
+            if state.answer.is_some() {
+                return;
+            }
+            state.answer = Some(answer);
+            std::mem::take(&mut state.wakers)
+        };
+        wakers.into_iter().for_each(Waker::wake);
     }
 }
 
@@ -484,8 +613,8 @@ impl SharedGet {
         if state.taken { 0 } else { state.count }
     }
 
-    /// Stops the gathering: the encoded `Operation` it became, and the
-    /// ring version it was routed with.
+    /// Stops the gathering: the `Operation` it became, framed
+    /// ([`frame`]), and the ring version it was routed with.
     fn take(&self) -> (Bytes, u64) {
         let mut state = self.lock();
         state.taken = true;
@@ -496,7 +625,9 @@ impl SharedGet {
                 ..GetRequest::default()
             })),
         };
-        (op.encode_to_vec().into(), state.ring_version)
+        let mut framed = BytesMut::new();
+        frame(&op, &mut framed);
+        (framed.freeze(), state.ring_version)
     }
 
     /// Keeps the answer (the first one only) and wakes every caller. An
@@ -621,6 +752,9 @@ impl KeyFilter {
 struct Open {
     get: Option<std::sync::Weak<SharedGet>>,
     since: KeyFilter,
+    /// The group of single operations queued last, while nothing has been
+    /// queued after it.
+    ops: Option<std::sync::Weak<OpGroup>>,
 }
 
 impl Open {
@@ -680,6 +814,8 @@ pub struct Peer {
     /// The shared get being gathered; its lock also orders what is
     /// queued.
     open: Arc<Mutex<Open>>,
+    /// Most operations one group gathers (a batch's worth).
+    group_ops: usize,
 }
 
 impl Peer {
@@ -725,6 +861,7 @@ impl Peer {
             deadline: config.deadline,
             packs,
             open,
+            group_ops: config.max_batch_ops,
         })
     }
 
@@ -775,29 +912,50 @@ impl Peer {
     /// it): a caller that hands over many operations at once reads the
     /// clock once for all of them.
     pub fn enqueue(&self, op: Operation, ring_version: u64, now: Instant) -> Ticket {
-        let deadline = now + self.deadline;
-        let (reply, answer) = oneshot::channel();
-        let queued = Queued::One(Ready {
-            op: op.encode_to_vec().into(),
-            ring_version,
-            deadline,
-            reply: Reply::One(reply),
-        });
-        let answer = {
-            let mut open = self.lock_open();
-            if open.get.is_some() {
-                let since = &mut open.since;
-                if !each_key(&op, |key| since.insert(key)) {
-                    open.get = None;
-                }
+        let mut open = self.lock_open();
+        if open.get.is_some() {
+            let since = &mut open.since;
+            if !each_key(&op, |key| since.insert(key)) {
+                open.get = None;
             }
-            self.queue_up(queued).map(|()| answer)
-        };
-        Ticket {
-            answer: Some(answer),
-            addr: self.addr.clone(),
-            deadline,
         }
+        let ticket = |group, index| Ticket {
+            group,
+            index,
+            waker: None,
+            deadline: now + self.deadline,
+        };
+        // The open group is the last thing queued: joining it keeps the
+        // queue's order.
+        if let Some(group) = open.ops.as_ref().and_then(std::sync::Weak::upgrade)
+            && group.deadline > now + self.deadline / 2
+            && let Some(index) = group.join(&op, ring_version)
+        {
+            return ticket(group, index);
+        }
+        let group = Arc::new(OpGroup {
+            deadline: now + self.deadline,
+            max_ops: self.group_ops,
+            state: Mutex::new(GroupState {
+                framed: BytesMut::with_capacity(GROUP_FIRST_BYTES),
+                count: 0,
+                ring_version,
+                taken: false,
+                answer: None,
+                wakers: Vec::new(),
+            }),
+        });
+        let index = group
+            .join(&op, ring_version)
+            .expect("a new group takes its first operation");
+        match self.queue_up(Queued::Ops(group.clone())) {
+            Ok(()) => open.ops = Some(Arc::downgrade(&group)),
+            Err(e) => {
+                open.ops = None;
+                group.resolve(Err(e));
+            }
+        }
+        ticket(group, index)
     }
 
     /// Adds the plain get of `count` packed `keys` ([`crate::packed`]) to
@@ -876,6 +1034,8 @@ impl Peer {
             Ok(()) => {
                 open.get = Some(Arc::downgrade(&get));
                 open.since = KeyFilter::default();
+                // Operations queued from now on go after this get.
+                open.ops = None;
             }
             Err(e) => {
                 open.get = None;
@@ -979,16 +1139,20 @@ fn unavailable(addr: &str, why: &str) -> Error {
 
 /// One operation queued for a peer ([`Peer::enqueue`]): resolves to its
 /// answer, or to [`Error::Unavailable`] once the peer's task gave up on it
-/// (at its deadline at the latest).
+/// (at its group's deadline at the latest, which is no later than its own).
 #[derive(Debug)]
 pub struct Ticket {
-    answer: Option<Result<oneshot::Receiver<Answer>, Error>>,
-    addr: Arc<str>,
+    group: Arc<OpGroup>,
+    /// Its place in the group.
+    index: usize,
+    /// Where its waker sits in the group's list, once it is there.
+    waker: Option<usize>,
     deadline: Instant,
 }
 
 impl Ticket {
-    /// When the peer's task fails the operation if no answer came.
+    /// When the operation's wait ends: its send time plus the peer
+    /// deadline. The peer's task fails it by then if no answer came.
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
@@ -997,28 +1161,28 @@ impl Ticket {
 impl Future for Ticket {
     type Output = Result<OperationResult, Error>;
 
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        use std::task::Poll;
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        match this.answer.as_mut() {
-            Some(Ok(rx)) => match std::pin::Pin::new(rx).poll(cx) {
-                Poll::Pending => Poll::Pending,
-                Poll::Ready(got) => {
-                    this.answer = None;
-                    // The task is gone: it fails what it holds before it goes.
-                    Poll::Ready(
-                        got.unwrap_or_else(|_| Err(unavailable(&this.addr, "client task is gone"))),
-                    )
+        let mut state = this.group.lock();
+        match &mut state.answer {
+            Some(Ok(results)) => Poll::Ready(
+                results
+                    .get_mut(this.index)
+                    .and_then(Option::take)
+                    .ok_or_else(|| Error::Unavailable("answer already taken".into())),
+            ),
+            Some(Err(e)) => Poll::Ready(Err(e.clone())),
+            None => {
+                match this.waker {
+                    Some(i) if state.wakers[i].will_wake(cx.waker()) => {}
+                    Some(i) => state.wakers[i] = cx.waker().clone(),
+                    None => {
+                        this.waker = Some(state.wakers.len());
+                        state.wakers.push(cx.waker().clone());
+                    }
                 }
-            },
-            Some(Err(_)) => match this.answer.take() {
-                Some(Err(e)) => Poll::Ready(Err(e)),
-                _ => unreachable!("just matched"),
-            },
-            None => panic!("Ticket polled after it resolved"),
+                Poll::Pending
+            }
         }
     }
 }
@@ -1112,14 +1276,9 @@ fn waiting_keys(queue: &mpsc::Receiver<Queued>, open: &Mutex<Open>) -> usize {
     queue.len() + last.map_or(0, |get| get.gathering())
 }
 
-/// Takes the next queued operation whose caller still waits.
-fn next_live(queue: &mut mpsc::Receiver<Queued>) -> Option<Ready> {
-    loop {
-        let q = queue.try_recv().ok()?.ready();
-        if !q.reply.is_closed() {
-            return Some(q);
-        }
-    }
+/// Takes the next queued operations.
+fn next_ready(queue: &mut mpsc::Receiver<Queued>) -> Option<Ready> {
+    queue.try_recv().ok().map(Queued::ready)
 }
 
 /// One `Pipeline` stream: sends batches as the window allows and routes
@@ -1150,14 +1309,11 @@ async fn session(
                           queue: &mut mpsc::Receiver<Queued>|
      -> Result<(), String> {
         while in_flight.len() < window {
-            if carry.as_ref().is_some_and(|q| q.reply.is_closed()) {
-                *carry = None;
-            }
             let waiting = queue.len() + usize::from(carry.is_some());
             let batch = assemble(
                 carry,
-                || next_live(queue),
-                |q| framed_len(&q.op),
+                || next_ready(queue),
+                |q| (q.ops, q.framed.len()),
                 limits,
                 waiting,
             );
@@ -1165,8 +1321,9 @@ async fn session(
                 break;
             }
             next_id += 1;
-            let mut operations = Vec::with_capacity(batch.len());
+            let mut framed = Vec::with_capacity(batch.len());
             let mut replies = Vec::with_capacity(batch.len());
+            let mut ops = 0;
             let mut deadline = batch[0].deadline;
             // The batch names a ring version only if all its operations
             // were routed with that one.
@@ -1176,18 +1333,20 @@ async fn session(
                 if q.ring_version != ring_version {
                     ring_version = 0;
                 }
-                operations.push(q.op);
-                replies.push(q.reply);
+                framed.push(q.framed);
+                replies.push((q.reply, q.ops));
+                ops += q.ops;
             }
             let request = EncodedBatch {
                 id: next_id,
                 ring_version,
-                operations,
+                framed,
             };
             in_flight.push_back(InFlight {
                 id: next_id,
                 deadline,
                 replies,
+                ops,
             });
             // Never full: the channel holds at most the batches in flight.
             body.try_send(request)
@@ -1260,7 +1419,7 @@ async fn session(
         Err(why) => {
             let e = unavailable(addr, &why);
             for batch in in_flight.drain(..) {
-                fail(batch.replies, &e);
+                fail(batch.replies.into_iter().map(|(reply, _)| reply), &e);
             }
             End::Broken(why)
         }
@@ -1354,13 +1513,16 @@ mod tests {
             },
             Operation::default(),
         ];
+        // The first operation framed alone, the other two as one run.
+        let run = |ops: &[Operation]| {
+            let mut framed = BytesMut::new();
+            ops.iter().for_each(|op| frame(op, &mut framed));
+            framed.freeze()
+        };
         let encoded = EncodedBatch {
             id: 41,
             ring_version: 1 << 40,
-            operations: operations
-                .iter()
-                .map(|op| op.encode_to_vec().into())
-                .collect(),
+            framed: vec![run(&operations[..1]), run(&operations[1..])],
         };
         let expected = BatchRequest {
             id: 41,
@@ -1370,8 +1532,9 @@ mod tests {
         let wire = encoded.encode_to_vec();
         assert_eq!(wire, expected.encode_to_vec());
         assert_eq!(BatchRequest::decode(&wire[..]).unwrap(), expected);
-        let sized: usize = encoded.operations.iter().map(|op| framed_len(op)).sum();
-        assert_eq!(sized + 1 + 1 + 1 + 6, wire.len());
+        assert_eq!(encoded.encoded_len(), wire.len());
+        let framed: usize = encoded.framed.iter().map(Bytes::len).sum();
+        assert_eq!(framed + 1 + 1 + 1 + 6, wire.len());
     }
 
     const LIMITS: Limits = Limits {
@@ -1381,7 +1544,7 @@ mod tests {
 
     fn fill(carry: &mut Option<usize>, queue: &mut VecDeque<usize>, limits: Limits) -> Vec<usize> {
         let expect = queue.len();
-        assemble(carry, || queue.pop_front(), |&n| n, limits, expect)
+        assemble(carry, || queue.pop_front(), |&n| (1, n), limits, expect)
     }
 
     #[test]
@@ -1427,19 +1590,47 @@ mod tests {
         assert_eq!(fill(&mut carry, &mut queue, limits), [2]);
     }
 
-    fn in_flight(id: u64, n: usize) -> (InFlight, Vec<oneshot::Receiver<Answer>>) {
-        let (replies, answers) = (0..n)
-            .map(|_| {
-                let (reply, answer) = oneshot::channel();
-                (Reply::One(reply), answer)
+    /// A batch in flight whose `n` operations are one group, and their
+    /// tickets.
+    fn in_flight(id: u64, n: usize) -> (InFlight, Vec<Ticket>) {
+        let now = Instant::now();
+        let group = Arc::new(OpGroup {
+            deadline: now,
+            max_ops: n,
+            state: Mutex::new(GroupState {
+                framed: BytesMut::new(),
+                count: 0,
+                ring_version: 0,
+                taken: false,
+                answer: None,
+                wakers: Vec::new(),
+            }),
+        });
+        let tickets = (0..n)
+            .map(|_| Ticket {
+                index: group.join(&Operation::default(), 0).unwrap(),
+                group: group.clone(),
+                waker: None,
+                deadline: now,
             })
-            .unzip();
+            .collect();
+        assert!(group.join(&Operation::default(), 0).is_none(), "group full");
         let batch = InFlight {
             id,
-            deadline: Instant::now(),
-            replies,
+            deadline: now,
+            replies: vec![(Reply::Ops(group), n)],
+            ops: n,
         };
-        (batch, answers)
+        (batch, tickets)
+    }
+
+    /// A ticket's answer, if it has one.
+    fn answer(ticket: &mut Ticket) -> Option<Result<OperationResult, Error>> {
+        let mut cx = Context::from_waker(Waker::noop());
+        match std::pin::Pin::new(ticket).poll(&mut cx) {
+            Poll::Ready(answer) => Some(answer),
+            Poll::Pending => None,
+        }
     }
 
     fn stored(cas: u64) -> OperationResult {
@@ -1464,15 +1655,19 @@ mod tests {
             results: cases.iter().map(|&c| stored(c)).collect(),
             features: 0,
         };
+        assert!(answer(&mut a_rx[0]).is_none(), "answered before its batch");
         deliver(&mut queue, response(1, &[10, 11])).unwrap();
+        assert!(answer(&mut b_rx[0]).is_none(), "answered by another batch");
         deliver(&mut queue, response(2, &[20])).unwrap();
         assert!(queue.is_empty());
         let got: Vec<_> = a_rx
             .iter_mut()
             .chain(b_rx.iter_mut())
-            .map(|rx| rx.try_recv().unwrap().unwrap())
+            .map(|ticket| answer(ticket).unwrap().unwrap())
             .collect();
         assert_eq!(got, [stored(10), stored(11), stored(20)]);
+        // Each result is its caller's alone.
+        assert!(answer(&mut a_rx[1]).unwrap().is_err());
     }
 
     #[test]
@@ -1497,7 +1692,7 @@ mod tests {
             let mut queue = VecDeque::from([a]);
             let e = deliver(&mut queue, response).unwrap_err();
             assert!(e.is_transient());
-            assert_eq!(a_rx[0].try_recv().unwrap(), Err(e));
+            assert_eq!(answer(&mut a_rx[0]), Some(Err(e)));
         }
         // An answer with nothing in flight.
         let e = deliver(&mut VecDeque::new(), BatchResponse::default()).unwrap_err();
