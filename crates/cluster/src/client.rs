@@ -50,7 +50,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
@@ -504,6 +504,9 @@ struct OpGroup {
     deadline: Instant,
     /// Most operations it gathers: no more than one batch takes.
     max_ops: usize,
+    /// The peer's count of operations queued and not yet taken, which
+    /// this group's count is part of until the task takes it.
+    queued: Arc<AtomicUsize>,
     state: Mutex<GroupState>,
 }
 
@@ -540,14 +543,24 @@ impl OpGroup {
             state.ring_version = 0;
         }
         state.count += 1;
+        self.queued.fetch_add(1, Ordering::Relaxed);
         Some(state.count - 1)
+    }
+
+    /// No more operations join: its operations leave the peer's count of
+    /// queued ones (once).
+    fn close(&self, state: &mut GroupState) {
+        if !state.taken {
+            state.taken = true;
+            self.queued.fetch_sub(state.count, Ordering::Relaxed);
+        }
     }
 
     /// Stops the gathering: the framed operations, how many, and the ring
     /// version they were routed with.
     fn take(&self) -> (Bytes, usize, u64) {
         let mut state = self.lock();
-        state.taken = true;
+        self.close(&mut state);
         let framed = std::mem::take(&mut state.framed).freeze();
         (framed, state.count, state.ring_version)
     }
@@ -556,7 +569,7 @@ impl OpGroup {
     fn resolve(&self, answer: Result<Vec<Option<OperationResult>>, Error>) {
         let wakers = {
             let mut state = self.lock();
-            state.taken = true;
+            self.close(&mut state);
             if state.answer.is_some() {
                 return;
             }
@@ -816,6 +829,10 @@ pub struct Peer {
     open: Arc<Mutex<Open>>,
     /// Most operations one group gathers (a batch's worth).
     group_ops: usize,
+    /// Operations in groups the task has not taken yet, and the most
+    /// there may be ([`ClientConfig::max_queued`]).
+    queued: Arc<AtomicUsize>,
+    max_queued: usize,
 }
 
 impl Peer {
@@ -862,6 +879,8 @@ impl Peer {
             packs,
             open,
             group_ops: config.max_batch_ops,
+            queued: Arc::default(),
+            max_queued: config.max_queued.max(1),
         })
     }
 
@@ -927,7 +946,9 @@ impl Peer {
         };
         // The open group is the last thing queued: joining it keeps the
         // queue's order.
-        if let Some(group) = open.ops.as_ref().and_then(std::sync::Weak::upgrade)
+        let full = self.queued.load(Ordering::Relaxed) >= self.max_queued;
+        if !full
+            && let Some(group) = open.ops.as_ref().and_then(std::sync::Weak::upgrade)
             && group.deadline > now + self.deadline / 2
             && let Some(index) = group.join(&op, ring_version)
         {
@@ -936,6 +957,7 @@ impl Peer {
         let group = Arc::new(OpGroup {
             deadline: now + self.deadline,
             max_ops: self.group_ops,
+            queued: self.queued.clone(),
             state: Mutex::new(GroupState {
                 framed: BytesMut::with_capacity(GROUP_FIRST_BYTES),
                 count: 0,
@@ -948,7 +970,12 @@ impl Peer {
         let index = group
             .join(&op, ring_version)
             .expect("a new group takes its first operation");
-        match self.queue_up(Queued::Ops(group.clone())) {
+        let queued = if full {
+            Err(self.unavailable("too many operations queued"))
+        } else {
+            self.queue_up(Queued::Ops(group.clone()))
+        };
+        match queued {
             Ok(()) => open.ops = Some(Arc::downgrade(&group)),
             Err(e) => {
                 open.ops = None;
@@ -1597,6 +1624,7 @@ mod tests {
         let group = Arc::new(OpGroup {
             deadline: now,
             max_ops: n,
+            queued: Arc::default(),
             state: Mutex::new(GroupState {
                 framed: BytesMut::new(),
                 count: 0,
@@ -1622,6 +1650,23 @@ mod tests {
             ops: n,
         };
         (batch, tickets)
+    }
+
+    #[test]
+    fn a_group_counts_its_operations_as_queued_until_taken() {
+        let (batch, _tickets) = in_flight(1, 3);
+        let (Reply::Ops(group), 3) = &batch.replies[0] else {
+            panic!("one group of three");
+        };
+        assert_eq!(group.queued.load(Ordering::Relaxed), 3);
+        let (framed, ops, _) = group.take();
+        assert_eq!(ops, 3);
+        assert_eq!(framed.len(), 3 * 2, "three empty operations, framed");
+        assert_eq!(group.queued.load(Ordering::Relaxed), 0);
+        // Answered (or failed) after it was taken: counted out once only.
+        group.resolve(Err(Error::Unavailable("gone".into())));
+        assert_eq!(group.queued.load(Ordering::Relaxed), 0);
+        assert!(group.join(&Operation::default(), 0).is_none());
     }
 
     /// A ticket's answer, if it has one.
