@@ -102,6 +102,11 @@ impl Conn {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
+        // One wait for the node's stop, registered once for the whole
+        // connection: a new `changed()` per read would take the channel's
+        // lock (shared by every connection on every thread) twice a read.
+        let stopped = stop.changed();
+        tokio::pin!(stopped);
         loop {
             let next = {
                 let Conn {
@@ -182,7 +187,7 @@ impl Conn {
             self.rbuf.reserve(READ_CHUNK);
             let n = tokio::select! {
                 n = stream.read_buf(&mut self.rbuf) => n?,
-                _ = stop.changed() => return Ok(()),
+                _ = &mut stopped => return Ok(()),
             };
             if n == 0 {
                 return Ok(());
