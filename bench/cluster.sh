@@ -9,9 +9,16 @@
 # pinned to SERVER_CPU with -t 1; the generator to CLIENT_CPU. CPU seconds
 # per million operations add up all three cluster nodes.
 #
+# The workloads are closed loops (50 connections, each with its pipeline
+# always full), so their p50 is mostly time queued at a saturated server:
+# about connections x pipeline / throughput. Last, each workload runs again
+# at a fixed offered rate, PACED x the cluster's median throughput (both
+# setups then below capacity), on both setups: what a request waits there.
+#
 # Usage: bench/cluster.sh           Environment: as bench/run.sh (SHOAL_BIN,
 # DURATION, REPS, WORKLOADS (default "a b e"), SERVER_CPU, CLIENT_CPU,
-# PORT_BASE (default 23100), RESULTS_DIR), MGET_ROUNDS (default 2000).
+# PORT_BASE (default 23100), RESULTS_DIR), MGET_ROUNDS (default 2000),
+# PACED (default 0.5; 0 skips the fixed-rate runs).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -25,6 +32,7 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORT_BASE=${PORT_BASE:-23100}
 RESULTS_DIR=${RESULTS_DIR:-$ROOT/bench/results}
 MGET_ROUNDS=${MGET_ROUNDS:-2000}
+PACED=${PACED:-0.5}
 KEYS=10000
 
 die() { echo "cluster.sh: $*" >&2; exit 1; }
@@ -116,6 +124,20 @@ measure() {
     setup "$s"
     taskset -c "$CLIENT_CPU" "$LOADGEN" --server "$TARGET" --protocol "$proto" --fill "$KEYS" \
         --value-size "$size" --connections 4 --pipeline 32 >>"$LOGDIR/load.log" 2>&1
+    if [ -n "${RATE:-}" ]; then
+        # A fixed-rate run: only its latency is kept.
+        out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --server "$TARGET" --protocol "$proto" --connections 50 \
+            --pipeline "$depth" --keys "$KEYS" --value-size "$size" --ratio 1:9 --duration "$DURATION" \
+            --assume-preloaded --rate "$RATE" --label "$w/$s/paced" 2>>"$LOGDIR/load.log") || true
+        cleanup
+        json=$(grep '^{' <<<"$out")
+        awk -v j="$json" -v w="$w" -v s="$s" 'BEGIN {
+            split("ops_per_sec p50_us p99_us errors", k, " ")
+            for (i = 1; i <= 4; i++) { match(j, "\"" k[i] "\":[0-9.]+"); v[i] = substr(j, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
+            printf "%s\t%s\t%.0f\t%.1f\t%.1f\t%d\n", w, s, v[1], v[2], v[3], v[4]
+        }' | tee -a "$PACED_RAW" >&2
+        return
+    fi
     c0=$(cpu_ticks "${SERVER_PIDS[@]}")
     # The node the generator talks to, and the other two (cluster only).
     e0=$(cpu_split "${SERVER_PIDS[0]}"); o0=$(cpu_split "${SERVER_PIDS[@]:1}")
@@ -190,6 +212,34 @@ awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; if (!(k in bo) || $4 > bo[k]) bo[k] = $4;
             printf "| %s | %.0f / %.0f | %.2f | %.1f / %.1f | %.2f | %.2f | %.2f |\n", w, bo[s], bo[c], bo[c] / bo[s], bp[s], bp[c], bp[c] / bp[s], med(tr, m), med(lr, m)
         }
     }' "$RAW"
+
+# The same workloads at a fixed offered rate, below both setups' capacity.
+if [ "$PACED" != 0 ]; then
+    PACED_RAW=$RESULTS_DIR/cluster-$STAMP.paced.tsv
+    printf 'workload\tsetup\tops_per_sec\tp50_us\tp99_us\terrors\n' >"$PACED_RAW"
+    declare -A RATES
+    while read -r w r; do RATES[$w]=$r; done < <(awk -F'\t' -v f="$PACED" 'NR > 1 && $2 == "cluster" { n[$1]++; v[$1, n[$1]] = $4 }
+        END { for (w in n) { m = n[w]; for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[w, j] < v[w, i]) { t = v[w, i]; v[w, i] = v[w, j]; v[w, j] = t }
+              printf "%s %.0f\n", w, f * v[w, int((m + 1) / 2)] } }' "$RAW")
+    for w in $WORKLOADS; do
+        [ -n "${RATES[$w]:-}" ] || continue
+        RATE=${RATES[$w]} measure "$w" single paced
+        RATE=${RATES[$w]} measure "$w" cluster paced
+    done
+    echo
+    echo "## at a fixed offered rate ($PACED x the cluster's median throughput:$(for w in $WORKLOADS; do printf ' %s %s/s' "$w" "${RATES[$w]:-}"; done)), one ${DURATION}s run each"
+    awk -F'\t' -v order="$WORKLOADS" 'NR > 1 { k = $1 SUBSEP $2; ops[k] = $3; p50[k] = $4; p99[k] = $5; err[k] = $6 }
+        END {
+            print "| workload | ops/s single/cluster | p50 single/cluster us | ratio | p99 single/cluster us | errors single/cluster |"
+            print "|---|---|---|---|---|---|"
+            n = split(order, ws, " ")
+            for (i = 1; i <= n; i++) {
+                w = ws[i]; s = w SUBSEP "single"; c = w SUBSEP "cluster"
+                if (!(s in p50) || !(c in p50)) continue
+                printf "| %s | %.0f / %.0f | %.1f / %.1f | %.2f | %.1f / %.1f | %d / %d |\n", w, ops[s], ops[c], p50[s], p50[c], (p50[s] > 0 ? p50[c] / p50[s] : 0), p99[s], p99[c], err[s], err[c]
+            }
+        }' "$PACED_RAW"
+fi
 
 # A 100-key get (keys spread over all owners) through a non-owner, beside
 # the same get on a single node: one client, one request at a time.

@@ -91,6 +91,14 @@ struct Args {
     /// Free text copied into the JSON line (e.g. a workload name).
     #[arg(long)]
     label: Option<String>,
+    /// Offer about this many requests per second in all, instead of as
+    /// many as the server answers: each connection starts a batch every
+    /// `connections × pipeline / rate` seconds (later if the last one is
+    /// still unanswered). Latency still runs from each batch's send, so
+    /// below the server's capacity it is a request's time at that load
+    /// rather than its time in a saturated queue.
+    #[arg(long)]
+    rate: Option<f64>,
 }
 
 fn parse_ratio(s: &str) -> Result<(u32, u32), String> {
@@ -175,6 +183,13 @@ fn run(mut args: Args) -> Result<ExitCode, String> {
         timeout: Duration::from_millis(args.timeout_ms.max(1)),
         expect_hits: args.preload || args.assume_preloaded,
         seed: args.seed,
+        pace: match args.rate {
+            Some(rate) if rate > 0.0 && !fill_mode => Some(Duration::from_secs_f64(
+                (args.connections * args.pipeline) as f64 / rate,
+            )),
+            Some(_) if !fill_mode => return Err("--rate must be above 0".into()),
+            _ => None,
+        },
     });
     let duration = match (args.duration, args.requests) {
         (Some(d), _) => Some(Duration::from_secs_f64(d.max(0.0))),
@@ -381,7 +396,7 @@ impl Report<'_> {
         format!(
             concat!(
                 "{{\"tool\":\"shoal-loadgen\",\"mode\":\"{}\",\"label\":{},\"server\":{},\"protocol\":\"{}\",",
-                "\"connections\":{},\"pipeline\":{},\"threads\":{},\"keys\":{},\"key_len\":{},\"value_size\":{},",
+                "\"connections\":{},\"pipeline\":{},\"rate\":{},\"threads\":{},\"keys\":{},\"key_len\":{},\"value_size\":{},",
                 "\"ratio\":\"{}:{}\",\"elapsed_s\":{:.6},\"ops\":{},\"ops_per_sec\":{:.1},",
                 "\"gets\":{},\"sets\":{},\"hits\":{},\"misses\":{},\"errors\":{},",
                 "\"error_replies\":{},\"bad_values\":{},\"unexpected_misses\":{},\"timeouts\":{},\"lost\":{},",
@@ -395,6 +410,7 @@ impl Report<'_> {
             a.protocol.name(),
             a.connections,
             a.pipeline,
+            a.rate.map_or("null".to_string(), |r| format!("{r:.0}")),
             a.threads,
             a.keys,
             self.key_len,

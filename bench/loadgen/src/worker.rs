@@ -37,6 +37,8 @@ pub struct Plan {
     /// Count a miss as an error: every key was set before this phase.
     pub expect_hits: bool,
     pub seed: u64,
+    /// With `--rate`: how often each connection starts a batch.
+    pub pace: Option<Duration>,
 }
 
 /// Where the next operations come from.
@@ -135,6 +137,10 @@ struct Conn {
     next: usize,
     in_flight: bool,
     sent_at: Instant,
+    /// Paced (`Plan::pace`): when the next batch is due, and whether it
+    /// waits for that time.
+    due: Instant,
+    waiting: bool,
     /// Binary opaque of `ops[0]`; `ops[i]` carries `seq0 + i`.
     seq0: u32,
     rng: Rng,
@@ -171,6 +177,8 @@ impl Conn {
             next: 0,
             in_flight: false,
             sent_at: Instant::now(),
+            due: Instant::now(),
+            waiting: false,
             seq0: 0,
             rng: Rng::new(seed),
         }
@@ -341,10 +349,24 @@ impl Conn {
             }
             self.in_flight = false;
             if cx.phase.more(now) {
-                self.start_batch(cx);
+                self.next_batch(cx, now);
             }
         }
         true
+    }
+
+    /// Starts the next batch now, or (paced) marks it waiting for its time.
+    fn next_batch(&mut self, cx: &mut Ctx, now: Instant) {
+        if let Some(pace) = cx.plan.pace {
+            // Behind schedule (the server is slower than the rate): start
+            // now, and keep the pace from here.
+            self.due = (self.due + pace).max(now.checked_sub(pace).unwrap_or(now));
+            if self.due > now {
+                self.waiting = true;
+                return;
+            }
+        }
+        self.start_batch(cx);
     }
 }
 
@@ -396,7 +418,8 @@ impl Worker {
             conns,
         } = self;
         let started = Instant::now();
-        for c in conns.iter_mut() {
+        let n = conns.len().max(1) as u32;
+        for (i, c) in conns.iter_mut().enumerate() {
             let mut cx = Ctx {
                 plan,
                 phase: &mut phase,
@@ -404,13 +427,32 @@ impl Worker {
                 registry: poll.registry(),
                 depth,
             };
-            if c.stream.is_some() {
+            c.waiting = false;
+            if let Some(pace) = plan.pace {
+                // Spread the connections' first batches over one pace.
+                c.due = started + pace * i as u32 / n;
+                c.waiting = c.stream.is_some();
+            } else if c.stream.is_some() {
                 c.start_batch(&mut cx);
             }
         }
         let mut last_sweep = started;
         loop {
-            if let Err(e) = poll.poll(events, Some(SWEEP_EVERY))
+            // Paced: wake for the next due batch; epoll counts whole
+            // milliseconds, so one due sooner is waited for by polling.
+            let wait = conns
+                .iter()
+                .filter(|c| c.waiting)
+                .map(|c| c.due.saturating_duration_since(Instant::now()))
+                .min()
+                .map_or(SWEEP_EVERY, |d| {
+                    if d < Duration::from_millis(1) {
+                        Duration::ZERO
+                    } else {
+                        d.min(SWEEP_EVERY)
+                    }
+                });
+            if let Err(e) = poll.poll(events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
                 eprintln!("shoal-loadgen: poll failed: {e}");
@@ -435,6 +477,12 @@ impl Worker {
             }
             let now = Instant::now();
             let more = cx.phase.more(now);
+            for c in conns.iter_mut().filter(|c| c.waiting && c.due <= now) {
+                c.waiting = false;
+                if more && c.stream.is_some() {
+                    c.start_batch(&mut cx);
+                }
+            }
             if !more && !conns.iter().any(|c| c.in_flight) {
                 break;
             }
@@ -455,8 +503,8 @@ impl Worker {
                         }
                     }
                 }
-                if c.stream.is_some() && !c.in_flight && cx.phase.more(now) {
-                    c.start_batch(&mut cx);
+                if c.stream.is_some() && !c.in_flight && !c.waiting && cx.phase.more(now) {
+                    c.next_batch(&mut cx, now);
                 }
             }
             let quiet_since = cx.stats.last_response.unwrap_or(started);
