@@ -212,10 +212,43 @@ type Answer = Result<OperationResult, Error>;
 enum Queued {
     /// Where a group of single operations sits in the queue: it keeps
     /// growing until the task takes it ([`Peer::enqueue`]).
-    Ops(Arc<OpGroup>),
+    Ops(Hold<OpGroup>),
     /// Where a shared get sits in the queue: its keys keep growing until
     /// the task takes it ([`Peer::join_get`]).
-    Shared(Arc<SharedGet>),
+    Shared(Hold<SharedGet>),
+}
+
+/// What callers wait on: one answer for all of them ([`OpGroup`],
+/// [`SharedGet`]).
+trait Awaited {
+    /// Fails the callers, unless they have their answer.
+    fn abandon(&self);
+}
+
+/// The hold of the queue, and then of the peer's task, on what callers
+/// wait on. Dropped unanswered (the task stopped, or let go of it), it
+/// fails them at once, where they would otherwise wait out their timers.
+#[derive(Debug)]
+struct Hold<T: Awaited>(Arc<T>);
+
+impl<T: Awaited> Drop for Hold<T> {
+    fn drop(&mut self) {
+        self.0.abandon();
+    }
+}
+
+impl<T: Awaited> std::ops::Deref for Hold<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+/// What callers hear when the peer's task let go of their operation
+/// without an answer.
+fn abandoned() -> Error {
+    Error::Unavailable("the peer's client task stopped".into())
 }
 
 /// Operations ready to go into a batch.
@@ -237,9 +270,9 @@ struct Ready {
 #[derive(Debug)]
 enum Reply {
     /// A group's callers, one result each.
-    Ops(Arc<OpGroup>),
+    Ops(Hold<OpGroup>),
     /// A shared get's callers: one result for all.
-    Shared(Arc<SharedGet>),
+    Shared(Hold<SharedGet>),
 }
 
 impl Reply {
@@ -322,9 +355,18 @@ impl Queued {
 /// Appends `op` to `buf` as a `BatchRequest.operations` field: its tag,
 /// its length, the message.
 fn frame(op: &Operation, buf: &mut BytesMut) {
+    frame_sized(op, op.encoded_len(), buf);
+}
+
+/// Bytes [`frame`] adds for an operation whose message is `len` bytes.
+fn framed_len(len: usize) -> usize {
+    1 + prost::length_delimiter_len(len) + len
+}
+
+/// [`frame`], with the message's length already known.
+fn frame_sized(op: &Operation, len: usize, buf: &mut BytesMut) {
     use prost::encoding::{WireType, encode_key, encode_varint};
-    let len = op.encoded_len();
-    buf.reserve(1 + prost::length_delimiter_len(len) + len);
+    buf.reserve(framed_len(len));
     encode_key(3, WireType::LengthDelimited, buf);
     encode_varint(len as u64, buf);
     op.encode_raw(buf);
@@ -489,7 +531,8 @@ fn fail(replies: impl IntoIterator<Item = Reply>, e: &Error) {
 // ---------------------------------------------------------------------------
 // Single operations queued together.
 
-/// Room a group's buffer starts with, and the most bytes it gathers.
+/// Room a group's buffer starts with, and the most bytes it gathers
+/// (less if a batch holds less).
 const GROUP_FIRST_BYTES: usize = 4 << 10;
 const GROUP_MAX_BYTES: usize = 256 << 10;
 
@@ -498,12 +541,16 @@ const GROUP_MAX_BYTES: usize = 256 << 10;
 /// ([`Peer::enqueue`]): each is encoded straight into the group's buffer,
 /// framed for the batch, and their results come back together. An
 /// operation then costs no allocation, channel or queue slot of its own.
+/// An operation whose caller stopped waiting is still sent (a write runs
+/// even if nobody reads its answer).
 #[derive(Debug)]
 struct OpGroup {
     /// The first caller's deadline.
     deadline: Instant,
-    /// Most operations it gathers: no more than one batch takes.
+    /// Most operations and bytes it gathers: no more than one batch takes
+    /// (and at most [`GROUP_MAX_BYTES`]).
     max_ops: usize,
+    max_bytes: usize,
     /// The peer's count of operations queued and not yet taken, which
     /// this group's count is part of until the task takes it.
     queued: Arc<AtomicUsize>,
@@ -530,15 +577,18 @@ impl OpGroup {
     }
 
     /// Adds `op`, unless the group was taken or is full; returns its place.
+    /// A group is full at a batch's worth of operations or bytes; its
+    /// first operation always joins, however large.
     fn join(&self, op: &Operation, ring_version: u64) -> Option<usize> {
+        let len = op.encoded_len();
         let mut state = self.lock();
         if state.taken
             || state.count >= self.max_ops.max(1)
-            || state.framed.len() >= GROUP_MAX_BYTES
+            || (state.count > 0 && state.framed.len() + framed_len(len) > self.max_bytes)
         {
             return None;
         }
-        frame(op, &mut state.framed);
+        frame_sized(op, len, &mut state.framed);
         if state.ring_version != ring_version {
             state.ring_version = 0;
         }
@@ -567,16 +617,27 @@ impl OpGroup {
 
     /// Keeps the results (the first answer only) and wakes every caller.
     fn resolve(&self, answer: Result<Vec<Option<OperationResult>>, Error>) {
+        self.answer_with(|| answer);
+    }
+
+    /// [`OpGroup::resolve`], making the answer only if there is none yet.
+    fn answer_with(&self, answer: impl FnOnce() -> Result<Vec<Option<OperationResult>>, Error>) {
         let wakers = {
             let mut state = self.lock();
             self.close(&mut state);
             if state.answer.is_some() {
                 return;
             }
-            state.answer = Some(answer);
+            state.answer = Some(answer());
             std::mem::take(&mut state.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Awaited for OpGroup {
+    fn abandon(&self) {
+        self.answer_with(|| Err(abandoned()));
     }
 }
 
@@ -662,8 +723,14 @@ impl SharedGet {
             },
             _ => Err(Error::Peer(ErrorCode::InvalidArgument)),
         });
+        self.keep(answer);
+    }
+
+    /// Keeps `answer` unless there is one, and wakes every caller.
+    fn keep(&self, answer: Result<Arc<Items>, Error>) {
         let wakers = {
             let mut state = self.lock();
+            state.taken = true;
             if state.answer.is_some() {
                 return;
             }
@@ -671,6 +738,14 @@ impl SharedGet {
             std::mem::take(&mut state.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
+    }
+}
+
+impl Awaited for SharedGet {
+    fn abandon(&self) {
+        if self.lock().answer.is_none() {
+            self.keep(Err(abandoned()));
+        }
     }
 }
 
@@ -827,8 +902,9 @@ pub struct Peer {
     /// The shared get being gathered; its lock also orders what is
     /// queued.
     open: Arc<Mutex<Open>>,
-    /// Most operations one group gathers (a batch's worth).
+    /// Most operations and bytes one group gathers (a batch's worth).
     group_ops: usize,
+    group_bytes: usize,
     /// Operations in groups the task has not taken yet, and the most
     /// there may be ([`ClientConfig::max_queued`]).
     queued: Arc<AtomicUsize>,
@@ -879,6 +955,7 @@ impl Peer {
             packs,
             open,
             group_ops: config.max_batch_ops,
+            group_bytes: config.max_batch_bytes.min(GROUP_MAX_BYTES),
             queued: Arc::default(),
             max_queued: config.max_queued.max(1),
         })
@@ -957,6 +1034,7 @@ impl Peer {
         let group = Arc::new(OpGroup {
             deadline: now + self.deadline,
             max_ops: self.group_ops,
+            max_bytes: self.group_bytes,
             queued: self.queued.clone(),
             state: Mutex::new(GroupState {
                 framed: BytesMut::with_capacity(GROUP_FIRST_BYTES),
@@ -973,7 +1051,7 @@ impl Peer {
         let queued = if full {
             Err(self.unavailable("too many operations queued"))
         } else {
-            self.queue_up(Queued::Ops(group.clone()))
+            self.queue_up(Queued::Ops(Hold(group.clone())))
         };
         match queued {
             Ok(()) => open.ops = Some(Arc::downgrade(&group)),
@@ -1057,7 +1135,7 @@ impl Peer {
                 wakers: Vec::new(),
             }),
         });
-        match self.queue_up(Queued::Shared(get.clone())) {
+        match self.queue_up(Queued::Shared(Hold(get.clone()))) {
             Ok(()) => {
                 open.get = Some(Arc::downgrade(&get));
                 open.since = KeyFilter::default();
@@ -1084,11 +1162,13 @@ impl Peer {
     /// Queues for the peer's task (under the `open` lock, so the queue's
     /// order is the order the shared get's rules saw).
     fn queue_up(&self, queued: Queued) -> Result<(), Error> {
-        match self.queue.try_send(queued) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(_)) => Err(self.unavailable("too many operations queued")),
-            Err(TrySendError::Closed(_)) => Err(self.unavailable("client task is gone")),
-        }
+        let (queued, e) = match self.queue.try_send(queued) {
+            Ok(()) => return Ok(()),
+            Err(TrySendError::Full(q)) => (q, self.unavailable("too many operations queued")),
+            Err(TrySendError::Closed(q)) => (q, self.unavailable("client task is gone")),
+        };
+        queued.fail(&e);
+        Err(e)
     }
 
     /// [`Peer::send`], awaited.
@@ -1166,7 +1246,8 @@ fn unavailable(addr: &str, why: &str) -> Error {
 
 /// One operation queued for a peer ([`Peer::enqueue`]): resolves to its
 /// answer, or to [`Error::Unavailable`] once the peer's task gave up on it
-/// (at its group's deadline at the latest, which is no later than its own).
+/// (by its group's deadline: the first caller's send time plus the peer
+/// deadline) or stopped.
 #[derive(Debug)]
 pub struct Ticket {
     group: Arc<OpGroup>,
@@ -1178,8 +1259,10 @@ pub struct Ticket {
 }
 
 impl Ticket {
-    /// When the operation's wait ends: its send time plus the peer
-    /// deadline. The peer's task fails it by then if no answer came.
+    /// When the operation's wait ends: its send time, as its caller gave
+    /// it, plus the peer deadline. The peer's task fails it by then if no
+    /// answer came (by its group's deadline, which is that of the group's
+    /// first caller: the same, or up to a caller's pass earlier).
     pub fn deadline(&self) -> Instant {
         self.deadline
     }
@@ -1279,7 +1362,8 @@ async fn pipeline(
 enum End {
     /// Every handle is gone and every batch was answered.
     Closed,
-    /// Every queued caller had given up before anything was sent.
+    /// Nothing was left to send (the task starts a session with work in
+    /// hand, so this does not happen as things stand).
     Idle,
     /// The stream is unusable; every batch in flight has been failed.
     Broken(String),
@@ -1621,19 +1705,7 @@ mod tests {
     /// tickets.
     fn in_flight(id: u64, n: usize) -> (InFlight, Vec<Ticket>) {
         let now = Instant::now();
-        let group = Arc::new(OpGroup {
-            deadline: now,
-            max_ops: n,
-            queued: Arc::default(),
-            state: Mutex::new(GroupState {
-                framed: BytesMut::new(),
-                count: 0,
-                ring_version: 0,
-                taken: false,
-                answer: None,
-                wakers: Vec::new(),
-            }),
-        });
+        let group = Arc::new(empty_group(n, GROUP_MAX_BYTES));
         let tickets = (0..n)
             .map(|_| Ticket {
                 index: group.join(&Operation::default(), 0).unwrap(),
@@ -1646,7 +1718,7 @@ mod tests {
         let batch = InFlight {
             id,
             deadline: now,
-            replies: vec![(Reply::Ops(group), n)],
+            replies: vec![(Reply::Ops(Hold(group)), n)],
             ops: n,
         };
         (batch, tickets)
@@ -1667,6 +1739,66 @@ mod tests {
         group.resolve(Err(Error::Unavailable("gone".into())));
         assert_eq!(group.queued.load(Ordering::Relaxed), 0);
         assert!(group.join(&Operation::default(), 0).is_none());
+    }
+
+    #[test]
+    fn callers_hear_at_once_when_the_task_lets_go_of_their_operations() {
+        let (batch, mut tickets) = in_flight(1, 2);
+        assert!(answer(&mut tickets[0]).is_none());
+        drop(batch);
+        for ticket in &mut tickets {
+            assert!(matches!(answer(ticket), Some(Err(Error::Unavailable(_)))));
+        }
+        // An answered group keeps its answer when let go of.
+        let (batch, mut tickets) = in_flight(2, 1);
+        let mut queue = VecDeque::from([batch]);
+        let response = BatchResponse {
+            id: 2,
+            results: vec![stored(7)],
+            ..Default::default()
+        };
+        deliver(&mut queue, response).unwrap();
+        assert_eq!(answer(&mut tickets[0]), Some(Ok(stored(7))));
+    }
+
+    #[test]
+    fn a_group_holds_a_batch_of_bytes_but_always_its_first_operation() {
+        let store = |len: usize| Operation {
+            op: Some(operation::Op::Store(StoreRequest {
+                key: Bytes::from_static(b"k"),
+                value: Bytes::from(vec![1u8; len]),
+                ..Default::default()
+            })),
+        };
+        let framed = |op: &Operation| framed_len(op.encoded_len());
+        let group = empty_group(10, 100);
+        assert_eq!(group.join(&store(500), 0), Some(0), "first, however large");
+        assert_eq!(group.join(&store(1), 0), None, "past the bytes");
+        let (half, over) = (store(40), store(45));
+        assert!(2 * framed(&half) <= 100 && 2 * framed(&over) > 100);
+        let group = empty_group(10, 100);
+        assert_eq!(group.join(&half, 0), Some(0));
+        assert_eq!(group.join(&half, 0), Some(1));
+        let group = empty_group(10, 100);
+        assert_eq!(group.join(&over, 0), Some(0));
+        assert_eq!(group.join(&over, 0), None, "two would pass 100 bytes");
+    }
+
+    fn empty_group(max_ops: usize, max_bytes: usize) -> OpGroup {
+        OpGroup {
+            deadline: Instant::now(),
+            max_ops,
+            max_bytes,
+            queued: Arc::default(),
+            state: Mutex::new(GroupState {
+                framed: BytesMut::new(),
+                count: 0,
+                ring_version: 0,
+                taken: false,
+                answer: None,
+                wakers: Vec::new(),
+            }),
+        }
     }
 
     /// A ticket's answer, if it has one.

@@ -14,8 +14,8 @@
 //! reads them and no gathered request needs the meta fields,
 //! sent when the pass ends, or just before another operation on one of its
 //! keys goes to that owner, so the owner sees each key's requests in the
-//! client's order; other operations are handed to the owner's peer handle
-//! at once. A plain packed
+//! client's order (across keys, see [`Pass::send_if_gathering`]); other
+//! operations are handed to the owner's peer handle at once. A plain packed
 //! get is not sent on its own: it joins the owner's shared get, which
 //! carries the gets of every connection to that owner in one operation
 //! (`cluster::client::Peer::join_get`). A multi-key
@@ -503,11 +503,13 @@ impl Pass {
         }
     }
 
-    /// Sends the get gathered for `remote` if it names `key`. Only one
-    /// key's requests need to reach its owner in the client's order: a
-    /// pipelined client hears nothing until the pass is answered, so it
-    /// cannot tell in which order requests for different keys ran, and
-    /// keeping the gathered get open lets the rest of the pass join it.
+    /// Sends the get gathered for `remote` if it names `key`, so each
+    /// key's requests reach its owner in the client's order; keeping the
+    /// gathered get open lets the rest of the pass join it. Across keys the
+    /// owner may run a pass's requests in another order (a gathered get
+    /// after a later write), as requests to different owners already may:
+    /// the client itself hears nothing until the pass is answered, and
+    /// only another client watching both keys at that moment could notice.
     fn send_if_gathering(&mut self, table: &Table, remote: usize, key: &[u8]) {
         let Some(&Some(c)) = self.open.get(remote) else {
             return;
