@@ -508,7 +508,17 @@ impl Store {
     /// too (one lock per key would queue each key's chain of loads behind
     /// the last key's). For a batch of a few hundred keys.
     pub fn prefetch_many<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
-        let hashes: Vec<u64> = keys.into_iter().map(|key| self.hash(key)).collect();
+        let mut hashes: Vec<u64> = keys.into_iter().map(|key| self.hash(key)).collect();
+        if hashes.len() < self.shards.len() {
+            // Fewer keys than shards: sorting them costs less than a pass
+            // over every shard.
+            hashes.sort_unstable_by_key(|&h| self.shard_index(h));
+            for group in hashes.chunk_by(|&a, &b| self.shard_index(a) == self.shard_index(b)) {
+                let shard = self.lock(self.shard_index(group[0]));
+                group.iter().for_each(|&h| shard.prefetch(h));
+            }
+            return;
+        }
         // A counting sort by shard: `start[s]` is where shard s's keys
         // begin in `by_shard`.
         let mut start = vec![0u32; self.shards.len() + 1];
