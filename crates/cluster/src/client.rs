@@ -779,15 +779,21 @@ impl Joined {
         if let Some(answer) = &state.answer {
             return Poll::Ready(answer.clone());
         }
-        match self.waker {
-            Some(i) if state.wakers[i].will_wake(cx.waker()) => {}
-            Some(i) => state.wakers[i] = cx.waker().clone(),
-            None => {
-                self.waker = Some(state.wakers.len());
-                state.wakers.push(cx.waker().clone());
-            }
-        }
+        wait(&mut state.wakers, &mut self.waker, cx);
         Poll::Pending
+    }
+}
+
+/// Puts the polling task's waker in `wakers`, at the caller's own place
+/// `slot` once it has one, so a caller polled again is not listed twice.
+fn wait(wakers: &mut Vec<Waker>, slot: &mut Option<usize>, cx: &Context<'_>) {
+    match *slot {
+        Some(i) if wakers[i].will_wake(cx.waker()) => {}
+        Some(i) => wakers[i] = cx.waker().clone(),
+        None => {
+            *slot = Some(wakers.len());
+            wakers.push(cx.waker().clone());
+        }
     }
 }
 
@@ -1283,14 +1289,7 @@ impl Future for Ticket {
             ),
             Some(Err(e)) => Poll::Ready(Err(e.clone())),
             None => {
-                match this.waker {
-                    Some(i) if state.wakers[i].will_wake(cx.waker()) => {}
-                    Some(i) => state.wakers[i] = cx.waker().clone(),
-                    None => {
-                        this.waker = Some(state.wakers.len());
-                        state.wakers.push(cx.waker().clone());
-                    }
-                }
+                wait(&mut state.wakers, &mut this.waker, cx);
                 Poll::Pending
             }
         }
