@@ -207,7 +207,8 @@ impl From<Error> for tonic::Status {
 /// What a caller is handed for one operation.
 type Answer = Result<OperationResult, Error>;
 
-/// What callers queue for the peer's task.
+/// What callers queue for the peer's task, which then answers them
+/// through it.
 #[derive(Debug)]
 enum Queued {
     /// Where a group of single operations sits in the queue: it keeps
@@ -263,24 +264,15 @@ struct Ready {
     /// or not one for all).
     ring_version: u64,
     deadline: Instant,
-    reply: Reply,
+    reply: Queued,
 }
 
-/// Who the answers go to.
-#[derive(Debug)]
-enum Reply {
-    /// A group's callers, one result each.
-    Ops(Hold<OpGroup>),
-    /// A shared get's callers: one result for all.
-    Shared(Hold<SharedGet>),
-}
-
-impl Reply {
+impl Queued {
     /// Hands the callers their results, taken from `results`; a missing
     /// one is an error.
     fn answer(self, ops: usize, results: &mut impl Iterator<Item = OperationResult>) {
         match self {
-            Reply::Ops(group) => {
+            Queued::Ops(group) => {
                 let answers: Vec<_> = results.take(ops).map(Some).collect();
                 group.resolve(if answers.len() == ops {
                     Ok(answers)
@@ -288,7 +280,7 @@ impl Reply {
                     Err(Error::Peer(ErrorCode::InvalidArgument))
                 });
             }
-            Reply::Shared(get) => {
+            Queued::Shared(get) => {
                 get.resolve(
                     results
                         .next()
@@ -298,39 +290,22 @@ impl Reply {
         }
     }
 
-    fn fail(self, e: &Error) {
-        match self {
-            Reply::Ops(group) => group.resolve(Err(e.clone())),
-            Reply::Shared(get) => get.resolve(Err(e.clone())),
-        }
-    }
-}
-
-impl Queued {
     /// The operations as they go into a batch: a group or a shared get
     /// stops gathering here.
     fn ready(self) -> Ready {
-        match self {
-            Queued::Ops(group) => {
-                let (framed, ops, ring_version) = group.take();
-                Ready {
-                    framed,
-                    ops,
-                    ring_version,
-                    deadline: group.deadline,
-                    reply: Reply::Ops(group),
-                }
-            }
+        let ((framed, ops, ring_version), deadline) = match &self {
+            Queued::Ops(group) => (group.take(), group.deadline),
             Queued::Shared(get) => {
                 let (framed, ring_version) = get.take();
-                Ready {
-                    framed,
-                    ops: 1,
-                    ring_version,
-                    deadline: get.deadline,
-                    reply: Reply::Shared(get),
-                }
+                ((framed, 1, ring_version), get.deadline)
             }
+        };
+        Ready {
+            framed,
+            ops,
+            ring_version,
+            deadline,
+            reply: self,
         }
     }
 
@@ -485,7 +460,7 @@ struct InFlight {
     /// The earliest deadline among its operations.
     deadline: Instant,
     /// Who the results go to, in order, and how many each takes.
-    replies: Vec<(Reply, usize)>,
+    replies: Vec<(Queued, usize)>,
     /// How many results it expects.
     ops: usize,
 }
@@ -522,7 +497,7 @@ fn deliver(in_flight: &mut VecDeque<InFlight>, response: BatchResponse) -> Resul
     Ok(())
 }
 
-fn fail(replies: impl IntoIterator<Item = Reply>, e: &Error) {
+fn fail(replies: impl IntoIterator<Item = Queued>, e: &Error) {
     for reply in replies {
         reply.fail(e);
     }
@@ -1717,7 +1692,7 @@ mod tests {
         let batch = InFlight {
             id,
             deadline: now,
-            replies: vec![(Reply::Ops(Hold(group)), n)],
+            replies: vec![(Queued::Ops(Hold(group)), n)],
             ops: n,
         };
         (batch, tickets)
@@ -1726,7 +1701,7 @@ mod tests {
     #[test]
     fn a_group_counts_its_operations_as_queued_until_taken() {
         let (batch, _tickets) = in_flight(1, 3);
-        let (Reply::Ops(group), 3) = &batch.replies[0] else {
+        let (Queued::Ops(group), 3) = &batch.replies[0] else {
             panic!("one group of three");
         };
         assert_eq!(group.queued.load(Ordering::Relaxed), 3);
