@@ -547,6 +547,29 @@ struct GroupState {
 }
 
 impl OpGroup {
+    /// An empty group of operations routed with `ring_version`.
+    fn new(
+        deadline: Instant,
+        (max_ops, max_bytes): (usize, usize),
+        queued: Arc<AtomicUsize>,
+        ring_version: u64,
+    ) -> OpGroup {
+        OpGroup {
+            deadline,
+            max_ops: max_ops.max(1),
+            max_bytes,
+            queued,
+            state: Mutex::new(GroupState {
+                framed: BytesMut::with_capacity(GROUP_FIRST_BYTES),
+                count: 0,
+                ring_version,
+                taken: false,
+                answer: None,
+                wakers: Vec::new(),
+            }),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, GroupState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -558,7 +581,7 @@ impl OpGroup {
         let len = op.encoded_len();
         let mut state = self.lock();
         if state.taken
-            || state.count >= self.max_ops.max(1)
+            || state.count >= self.max_ops
             || (state.count > 0 && state.framed.len() + framed_len(len) > self.max_bytes)
         {
             return None;
@@ -884,8 +907,7 @@ pub struct Peer {
     /// queued.
     open: Arc<Mutex<Open>>,
     /// Most operations and bytes one group gathers (a batch's worth).
-    group_ops: usize,
-    group_bytes: usize,
+    group_limits: (usize, usize),
     /// Operations in groups the task has not taken yet, and the most
     /// there may be ([`ClientConfig::max_queued`]).
     queued: Arc<AtomicUsize>,
@@ -935,8 +957,10 @@ impl Peer {
             deadline: config.deadline,
             packs,
             open,
-            group_ops: config.max_batch_ops,
-            group_bytes: config.max_batch_bytes.min(GROUP_MAX_BYTES),
+            group_limits: (
+                config.max_batch_ops,
+                config.max_batch_bytes.min(GROUP_MAX_BYTES),
+            ),
             queued: Arc::default(),
             max_queued: config.max_queued.max(1),
         })
@@ -1012,20 +1036,12 @@ impl Peer {
         {
             return ticket(group, index);
         }
-        let group = Arc::new(OpGroup {
-            deadline: now + self.deadline,
-            max_ops: self.group_ops,
-            max_bytes: self.group_bytes,
-            queued: self.queued.clone(),
-            state: Mutex::new(GroupState {
-                framed: BytesMut::with_capacity(GROUP_FIRST_BYTES),
-                count: 0,
-                ring_version,
-                taken: false,
-                answer: None,
-                wakers: Vec::new(),
-            }),
-        });
+        let group = Arc::new(OpGroup::new(
+            now + self.deadline,
+            self.group_limits,
+            self.queued.clone(),
+            ring_version,
+        ));
         let index = group
             .join(&op, ring_version)
             .expect("a new group takes its first operation");
@@ -1759,20 +1775,7 @@ mod tests {
     }
 
     fn empty_group(max_ops: usize, max_bytes: usize) -> OpGroup {
-        OpGroup {
-            deadline: Instant::now(),
-            max_ops,
-            max_bytes,
-            queued: Arc::default(),
-            state: Mutex::new(GroupState {
-                framed: BytesMut::new(),
-                count: 0,
-                ring_version: 0,
-                taken: false,
-                answer: None,
-                wakers: Vec::new(),
-            }),
-        }
+        OpGroup::new(Instant::now(), (max_ops, max_bytes), Arc::default(), 0)
     }
 
     /// A ticket's answer, if it has one.
