@@ -615,11 +615,12 @@ impl OpGroup {
 
     /// Keeps the results (the first answer only) and wakes every caller.
     fn resolve(&self, answer: Result<Vec<Option<OperationResult>>, Error>) {
-        self.answer_with(|| answer);
+        self.keep(|| answer);
     }
 
-    /// [`OpGroup::resolve`], making the answer only if there is none yet.
-    fn answer_with(&self, answer: impl FnOnce() -> Result<Vec<Option<OperationResult>>, Error>) {
+    /// Keeps the results `answer` makes, unless there are some, and wakes
+    /// every caller.
+    fn keep(&self, answer: impl FnOnce() -> Result<Vec<Option<OperationResult>>, Error>) {
         let wakers = {
             let mut state = self.lock();
             self.close(&mut state);
@@ -635,7 +636,7 @@ impl OpGroup {
 
 impl Awaited for OpGroup {
     fn abandon(&self) {
-        self.answer_with(|| Err(abandoned()));
+        self.keep(|| Err(abandoned()));
     }
 }
 
@@ -721,18 +722,19 @@ impl SharedGet {
             },
             _ => Err(Error::Peer(ErrorCode::InvalidArgument)),
         });
-        self.keep(answer);
+        self.keep(|| answer);
     }
 
-    /// Keeps `answer` unless there is one, and wakes every caller.
-    fn keep(&self, answer: Result<Arc<Items>, Error>) {
+    /// Keeps the answer `answer` makes, unless there is one, and wakes
+    /// every caller.
+    fn keep(&self, answer: impl FnOnce() -> Result<Arc<Items>, Error>) {
         let wakers = {
             let mut state = self.lock();
             state.taken = true;
             if state.answer.is_some() {
                 return;
             }
-            state.answer = Some(answer);
+            state.answer = Some(answer());
             std::mem::take(&mut state.wakers)
         };
         wakers.into_iter().for_each(Waker::wake);
@@ -741,9 +743,7 @@ impl SharedGet {
 
 impl Awaited for SharedGet {
     fn abandon(&self) {
-        if self.lock().answer.is_none() {
-            self.keep(Err(abandoned()));
-        }
+        self.keep(|| Err(abandoned()));
     }
 }
 
