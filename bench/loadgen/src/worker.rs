@@ -440,18 +440,20 @@ impl Worker {
         loop {
             // Paced: wake for the next due batch; epoll counts whole
             // milliseconds, so one due sooner is waited for by polling.
-            let wait = conns
-                .iter()
-                .filter(|c| c.waiting)
-                .map(|c| c.due.saturating_duration_since(Instant::now()))
-                .min()
-                .map_or(SWEEP_EVERY, |d| {
-                    if d < Duration::from_millis(1) {
-                        Duration::ZERO
-                    } else {
-                        d.min(SWEEP_EVERY)
-                    }
-                });
+            let next_due = plan.pace.and_then(|_| {
+                conns
+                    .iter()
+                    .filter(|c| c.waiting)
+                    .map(|c| c.due.saturating_duration_since(Instant::now()))
+                    .min()
+            });
+            let wait = next_due.map_or(SWEEP_EVERY, |d| {
+                if d < Duration::from_millis(1) {
+                    Duration::ZERO
+                } else {
+                    d.min(SWEEP_EVERY)
+                }
+            });
             if let Err(e) = poll.poll(events, Some(wait))
                 && e.kind() != io::ErrorKind::Interrupted
             {
@@ -477,10 +479,12 @@ impl Worker {
             }
             let now = Instant::now();
             let more = cx.phase.more(now);
-            for c in conns.iter_mut().filter(|c| c.waiting && c.due <= now) {
-                c.waiting = false;
-                if more && c.stream.is_some() {
-                    c.start_batch(&mut cx);
+            if plan.pace.is_some() {
+                for c in conns.iter_mut().filter(|c| c.waiting && c.due <= now) {
+                    c.waiting = false;
+                    if more && c.stream.is_some() {
+                        c.start_batch(&mut cx);
+                    }
                 }
             }
             if !more && !conns.iter().any(|c| c.in_flight) {
