@@ -118,32 +118,21 @@ setup() {
 # workload -> protocol size depth
 spec() { case $1 in a) echo "text 100 1" ;; b) echo "text 100 16" ;; e) echo "binary 100 16" ;; c) echo "text 4096 1" ;; d) echo "binary 100 1" ;; esac; }
 
+# measure WORKLOAD SETUP REP: one run, a row of $RAW (with RATE set: a
+# fixed-rate run, a row of $PACED_RAW).
 measure() {
-    local w=$1 s=$2 rep=$3 proto size depth out c0 c1 json e0 e1 o0 o1
+    local w=$1 s=$2 rep=$3 proto size depth out c0 c1 json e0 e1 o0 o1 dest=$RAW
+    [ -n "${RATE:-}" ] && dest=$PACED_RAW
     read -r proto size depth <<<"$(spec "$w")"
     setup "$s"
     taskset -c "$CLIENT_CPU" "$LOADGEN" --server "$TARGET" --protocol "$proto" --fill "$KEYS" \
         --value-size "$size" --connections 4 --pipeline 32 >>"$LOGDIR/load.log" 2>&1
-    if [ -n "${RATE:-}" ]; then
-        # A fixed-rate run: only its latency is kept.
-        out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --server "$TARGET" --protocol "$proto" --connections 50 \
-            --pipeline "$depth" --keys "$KEYS" --value-size "$size" --ratio 1:9 --duration "$DURATION" \
-            --assume-preloaded --rate "$RATE" --label "$w/$s/paced" 2>>"$LOGDIR/load.log") || true
-        cleanup
-        json=$(grep '^{' <<<"$out")
-        awk -v j="$json" -v w="$w" -v s="$s" 'BEGIN {
-            split("ops_per_sec p50_us p99_us errors", k, " ")
-            for (i = 1; i <= 4; i++) { match(j, "\"" k[i] "\":[0-9.]+"); v[i] = substr(j, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
-            printf "%s\t%s\t%.0f\t%.1f\t%.1f\t%d\n", w, s, v[1], v[2], v[3], v[4]
-        }' | tee -a "$PACED_RAW" >&2
-        return
-    fi
     c0=$(cpu_ticks "${SERVER_PIDS[@]}")
     # The node the generator talks to, and the other two (cluster only).
     e0=$(cpu_split "${SERVER_PIDS[0]}"); o0=$(cpu_split "${SERVER_PIDS[@]:1}")
     out=$(taskset -c "$CLIENT_CPU" "$LOADGEN" --server "$TARGET" --protocol "$proto" --connections 50 \
         --pipeline "$depth" --keys "$KEYS" --value-size "$size" --ratio 1:9 --duration "$DURATION" \
-        --assume-preloaded --label "$w/$s/$rep" 2>>"$LOGDIR/load.log") || true
+        --assume-preloaded ${RATE:+--rate "$RATE"} --label "$w/$s/$rep" 2>>"$LOGDIR/load.log") || true
     c1=$(cpu_ticks "${SERVER_PIDS[@]}")
     e1=$(cpu_split "${SERVER_PIDS[0]}"); o1=$(cpu_split "${SERVER_PIDS[@]:1}")
     cleanup
@@ -158,7 +147,7 @@ measure() {
         f = v[1] > 0 ? 1 / hz / mops : 0
         printf "%s\t%s\t%d\t%.0f\t%.1f\t%.1f\t%.3f\t%d\t%.3f\t%.3f\t%.3f\t%.3f\n", w, s, r, v[2], v[3], v[4], per, v[5],
             (b[1] - a[1]) * f, (b[2] - a[2]) * f, (d[1] - c[1]) * f, (d[2] - c[2]) * f
-    }' | tee -a "$RAW" >&2
+    }' | tee -a "$dest" >&2
 }
 
 echo "cluster.sh: single node vs node 0 of 3 (all on cpu $SERVER_CPU), loadgen on cpu $CLIENT_CPU; $REPS x ${DURATION}s" >&2
@@ -216,19 +205,19 @@ awk -F'\t' 'NR > 1 { k = $1 SUBSEP $2; if (!(k in bo) || $4 > bo[k]) bo[k] = $4;
 # The same workloads at a fixed offered rate, below both setups' capacity.
 if [ "$PACED" != 0 ]; then
     PACED_RAW=$RESULTS_DIR/cluster-$STAMP.paced.tsv
-    printf 'workload\tsetup\tops_per_sec\tp50_us\tp99_us\terrors\n' >"$PACED_RAW"
+    head -n 1 "$RAW" >"$PACED_RAW"
     declare -A RATES
     while read -r w r; do RATES[$w]=$r; done < <(awk -F'\t' -v f="$PACED" 'NR > 1 && $2 == "cluster" { n[$1]++; v[$1, n[$1]] = $4 }
         END { for (w in n) { m = n[w]; for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[w, j] < v[w, i]) { t = v[w, i]; v[w, i] = v[w, j]; v[w, j] = t }
               printf "%s %.0f\n", w, f * v[w, int((m + 1) / 2)] } }' "$RAW")
     for w in $WORKLOADS; do
         [ -n "${RATES[$w]:-}" ] || continue
-        RATE=${RATES[$w]} measure "$w" single paced
-        RATE=${RATES[$w]} measure "$w" cluster paced
+        RATE=${RATES[$w]} measure "$w" single 1
+        RATE=${RATES[$w]} measure "$w" cluster 1
     done
     echo
     echo "## at a fixed offered rate ($PACED x the cluster's median throughput:$(for w in $WORKLOADS; do printf ' %s %s/s' "$w" "${RATES[$w]:-}"; done)), one ${DURATION}s run each"
-    awk -F'\t' -v order="$WORKLOADS" 'NR > 1 { k = $1 SUBSEP $2; ops[k] = $3; p50[k] = $4; p99[k] = $5; err[k] = $6 }
+    awk -F'\t' -v order="$WORKLOADS" 'NR > 1 { k = $1 SUBSEP $2; ops[k] = $4; p50[k] = $5; p99[k] = $6; err[k] = $8 }
         END {
             print "| workload | ops/s single/cluster | p50 single/cluster us | ratio | p99 single/cluster us | errors single/cluster |"
             print "|---|---|---|---|---|---|"
