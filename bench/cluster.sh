@@ -10,8 +10,12 @@
 # per million operations add up all three cluster nodes.
 #
 # The workloads are closed loops (50 connections, each with its pipeline
-# always full), so their p50 is mostly time queued at a saturated server:
-# about connections x pipeline / throughput. Last, each workload runs again
+# always full), so their mean latency is connections x pipeline /
+# throughput, and the p50 sits near it unless answers come in two kinds: a
+# latency-spread table shows where (unpipelined through node 0, the third
+# of requests it serves itself are answered within a pass, the two thirds
+# forwarded a round of the owners later, so the p50 lies in the slow kind,
+# above the mean). Last, each workload runs again
 # at a fixed offered rate, PACED x the cluster's median throughput (both
 # setups then below capacity), on both setups: what a request waits there.
 #
@@ -44,7 +48,7 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 LOGDIR=$RESULTS_DIR/cluster-$STAMP.logs
 RAW=$RESULTS_DIR/cluster-$STAMP.tsv
 mkdir -p "$LOGDIR"
-printf 'workload\tsetup\trep\tops_per_sec\tp50_us\tp99_us\tcpu_s_per_mop\terrors\tentry_user\tentry_sys\towners_user\towners_sys\n' >"$RAW"
+printf 'workload\tsetup\trep\tops_per_sec\tp50_us\tp99_us\tcpu_s_per_mop\terrors\tentry_user\tentry_sys\towners_user\towners_sys\tp10_us\tp25_us\tp75_us\tp90_us\tmean_us\n' >"$RAW"
 
 PIDS=()
 cleanup() {
@@ -139,14 +143,14 @@ measure() {
     json=$(grep '^{' <<<"$out")
     awk -v j="$json" -v w="$w" -v s="$s" -v r="$rep" -v t=$((c1 - c0)) -v hz="$CLK_TCK" \
         -v e0="$e0" -v e1="$e1" -v o0="$o0" -v o1="$o1" 'BEGIN {
-        split("ops ops_per_sec p50_us p99_us errors", k, " ")
-        for (i = 1; i <= 5; i++) { match(j, "\"" k[i] "\":[0-9.]+"); v[i] = substr(j, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
+        split("ops ops_per_sec p50_us p99_us errors p10_us p25_us p75_us p90_us mean_us", k, " ")
+        for (i = 1; i <= 10; i++) { match(j, "\"" k[i] "\":[0-9.]+"); v[i] = substr(j, RSTART + length(k[i]) + 3, RLENGTH - length(k[i]) - 3) }
         mops = v[1] / 1e6
         per = v[1] > 0 ? (t / hz) / mops : 0
         split(e0, a); split(e1, b); split(o0, c); split(o1, d)
         f = v[1] > 0 ? 1 / hz / mops : 0
-        printf "%s\t%s\t%d\t%.0f\t%.1f\t%.1f\t%.3f\t%d\t%.3f\t%.3f\t%.3f\t%.3f\n", w, s, r, v[2], v[3], v[4], per, v[5],
-            (b[1] - a[1]) * f, (b[2] - a[2]) * f, (d[1] - c[1]) * f, (d[2] - c[2]) * f
+        printf "%s\t%s\t%d\t%.0f\t%.1f\t%.1f\t%.3f\t%d\t%.3f\t%.3f\t%.3f\t%.3f\t%.1f\t%.1f\t%.1f\t%.1f\t%.1f\n", w, s, r, v[2], v[3], v[4], per, v[5],
+            (b[1] - a[1]) * f, (b[2] - a[2]) * f, (d[1] - c[1]) * f, (d[2] - c[2]) * f, v[6], v[7], v[8], v[9], v[10]
     }' | tee -a "$dest" >&2
 }
 
@@ -164,7 +168,8 @@ echo "## single node vs node 0 of a 3-node cluster (medians of $REPS, $(date -u 
 # Then where the CPU goes: user and kernel time per million requests, of
 # the node the generator talks to and (cluster) of the two owners.
 awk -F'\t' -v reps="$REPS" 'NR > 1 { k = $1 SUBSEP $2; n[k]++; ops[k, n[k]] = $4; p50[k, n[k]] = $5; p99[k, n[k]] = $6; cpu[k, n[k]] = $7; ws[$1] = 1
-        eu[k, n[k]] = $9; es[k, n[k]] = $10; ou[k, n[k]] = $11; os[k, n[k]] = $12 }
+        eu[k, n[k]] = $9; es[k, n[k]] = $10; ou[k, n[k]] = $11; os[k, n[k]] = $12
+        p10[k, n[k]] = $13; p25[k, n[k]] = $14; p75[k, n[k]] = $15; p90[k, n[k]] = $16; mean[k, n[k]] = $17 }
     function med(a, k, m,   i, j, t, v) { for (i = 1; i <= m; i++) v[i] = a[k, i]; for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (v[j] < v[i]) { t = v[i]; v[i] = v[j]; v[j] = t }; return v[int((m + 1) / 2)] }
     END {
         print "| workload | single ops/s | cluster ops/s | ratio | p50 single/cluster us | ratio | p99 single/cluster us | cpu-s/Mop single/cluster |"
@@ -181,6 +186,14 @@ awk -F'\t' -v reps="$REPS" 'NR > 1 { k = $1 SUBSEP $2; n[k]++; ops[k, n[k]] = $4
         for (w in ws) {
             s = w SUBSEP "single"; c = w SUBSEP "cluster"
             printf "| %s | %.3f / %.3f | %.3f / %.3f | %.3f / %.3f |\n", w, med(eu, s, n[s]), med(es, s, n[s]), med(eu, c, n[c]), med(es, c, n[c]), med(ou, c, n[c]), med(os, c, n[c])
+        }
+        print ""
+        print "## latency spread, us (medians of " reps "): where the p50 sits"
+        print "| workload | setup | p10 | p25 | p50 | p75 | p90 | mean | p50 / mean |"
+        print "|---|---|---|---|---|---|---|---|---|"
+        for (w in ws) for (i = 1; i <= 2; i++) {
+            x = i == 1 ? "single" : "cluster"; k = w SUBSEP x; mn = med(mean, k, n[k])
+            printf "| %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %.0f | %.2f |\n", w, x, med(p10, k, n[k]), med(p25, k, n[k]), med(p50, k, n[k]), med(p75, k, n[k]), med(p90, k, n[k]), mn, (mn > 0 ? med(p50, k, n[k]) / mn : 0)
         }
     }' "$RAW"
 

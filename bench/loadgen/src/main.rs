@@ -401,7 +401,8 @@ impl Report<'_> {
                 "\"gets\":{},\"sets\":{},\"hits\":{},\"misses\":{},\"errors\":{},",
                 "\"error_replies\":{},\"bad_values\":{},\"unexpected_misses\":{},\"timeouts\":{},\"lost\":{},",
                 "\"dropped_connections\":{},\"preload_errors\":{},",
-                "\"p50_us\":{:.1},\"p90_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"mean_us\":{:.1},",
+                "\"p10_us\":{:.1},\"p25_us\":{:.1},\"p50_us\":{:.1},\"p75_us\":{:.1},\"p90_us\":{:.1},",
+                "\"p99_us\":{:.1},\"p999_us\":{:.1},\"max_us\":{:.1},\"mean_us\":{:.1},",
                 "\"client_cpu_s\":{:.3},\"client_cpu_util\":{:.3},\"aborted\":{}}}"
             ),
             self.mode(),
@@ -433,7 +434,10 @@ impl Report<'_> {
             s.conn_failures,
             self.preload_errors
                 .map_or("null".to_string(), |e| e.to_string()),
+            q(0.1),
+            q(0.25),
             q(0.5),
+            q(0.75),
             q(0.9),
             q(0.99),
             q(0.999),
