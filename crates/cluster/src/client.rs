@@ -542,8 +542,7 @@ struct GroupState {
     /// Taken by the peer's task (or failed): no more operations join.
     taken: bool,
     /// One result per operation, each taken by its caller.
-    answer: Option<Result<Vec<Option<OperationResult>>, Error>>,
-    wakers: Vec<Waker>,
+    answer: OneAnswer<Result<Vec<Option<OperationResult>>, Error>>,
 }
 
 impl OpGroup {
@@ -564,8 +563,7 @@ impl OpGroup {
                 count: 0,
                 ring_version,
                 taken: false,
-                answer: None,
-                wakers: Vec::new(),
+                answer: OneAnswer::default(),
             }),
         }
     }
@@ -624,11 +622,7 @@ impl OpGroup {
         let wakers = {
             let mut state = self.lock();
             self.close(&mut state);
-            if state.answer.is_some() {
-                return;
-            }
-            state.answer = Some(answer());
-            std::mem::take(&mut state.wakers)
+            state.answer.keep(answer)
         };
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -671,8 +665,7 @@ struct SharedState {
     ring_version: u64,
     /// Taken by the peer's task (or failed): no more keys join.
     taken: bool,
-    answer: Option<Result<Arc<Items>, Error>>,
-    wakers: Vec<Waker>,
+    answer: OneAnswer<Result<Arc<Items>, Error>>,
 }
 
 impl SharedGet {
@@ -731,11 +724,7 @@ impl SharedGet {
         let wakers = {
             let mut state = self.lock();
             state.taken = true;
-            if state.answer.is_some() {
-                return;
-            }
-            state.answer = Some(answer());
-            std::mem::take(&mut state.wakers)
+            state.answer.keep(answer)
         };
         wakers.into_iter().for_each(Waker::wake);
     }
@@ -774,24 +763,57 @@ impl Joined {
     /// failed (or its answer did not fit it).
     pub fn poll_answer(&mut self, cx: &mut Context<'_>) -> Poll<Result<Arc<Items>, Error>> {
         let mut state = self.get.lock();
-        if let Some(answer) = &state.answer {
-            return Poll::Ready(answer.clone());
+        match state.answer.poll(&mut self.waker, cx) {
+            Some(answer) => Poll::Ready(answer.clone()),
+            None => Poll::Pending,
         }
-        wait(&mut state.wakers, &mut self.waker, cx);
-        Poll::Pending
     }
 }
 
-/// Puts the polling task's waker in `wakers`, at the caller's own place
-/// `slot` once it has one, so a caller polled again is not listed twice.
-fn wait(wakers: &mut Vec<Waker>, slot: &mut Option<usize>, cx: &Context<'_>) {
-    match *slot {
-        Some(i) if wakers[i].will_wake(cx.waker()) => {}
-        Some(i) => wakers[i] = cx.waker().clone(),
-        None => {
-            *slot = Some(wakers.len());
-            wakers.push(cx.waker().clone());
+/// The one answer the callers of an [`OpGroup`] or a [`SharedGet`] wait
+/// for (the first kept; later ones are dropped), and their wakers.
+#[derive(Debug)]
+struct OneAnswer<A> {
+    answer: Option<A>,
+    wakers: Vec<Waker>,
+}
+
+impl<A> Default for OneAnswer<A> {
+    fn default() -> Self {
+        OneAnswer {
+            answer: None,
+            wakers: Vec::new(),
         }
+    }
+}
+
+impl<A> OneAnswer<A> {
+    /// Keeps the answer `answer` makes, unless there is one; returns the
+    /// wakers to wake (once the lock around this is let go).
+    fn keep(&mut self, answer: impl FnOnce() -> A) -> Vec<Waker> {
+        if self.answer.is_some() {
+            return Vec::new();
+        }
+        self.answer = Some(answer());
+        std::mem::take(&mut self.wakers)
+    }
+
+    /// The answer, if it is in; else the polling task's waker is listed,
+    /// at the caller's own place `slot` once it has one, so a caller
+    /// polled again is not listed twice.
+    fn poll(&mut self, slot: &mut Option<usize>, cx: &Context<'_>) -> Option<&mut A> {
+        if self.answer.is_none() {
+            let wakers = &mut self.wakers;
+            match *slot {
+                Some(i) if wakers[i].will_wake(cx.waker()) => {}
+                Some(i) => wakers[i] = cx.waker().clone(),
+                None => {
+                    *slot = Some(wakers.len());
+                    wakers.push(cx.waker().clone());
+                }
+            }
+        }
+        self.answer.as_mut()
     }
 }
 
@@ -1128,8 +1150,7 @@ impl Peer {
                 count,
                 ring_version,
                 taken: false,
-                answer: None,
-                wakers: Vec::new(),
+                answer: OneAnswer::default(),
             }),
         });
         match self.queue_up(Queued::Shared(Hold(get.clone()))) {
@@ -1271,7 +1292,7 @@ impl Future for Ticket {
     fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let mut state = this.group.lock();
-        match &mut state.answer {
+        match state.answer.poll(&mut this.waker, cx) {
             Some(Ok(results)) => Poll::Ready(
                 results
                     .get_mut(this.index)
@@ -1279,10 +1300,7 @@ impl Future for Ticket {
                     .ok_or_else(|| Error::Unavailable("answer already taken".into())),
             ),
             Some(Err(e)) => Poll::Ready(Err(e.clone())),
-            None => {
-                wait(&mut state.wakers, &mut this.waker, cx);
-                Poll::Pending
-            }
+            None => Poll::Pending,
         }
     }
 }
