@@ -510,38 +510,36 @@ impl Store {
     pub fn prefetch_many<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) {
         let mut hashes: Vec<u64> = keys.into_iter().map(|key| self.hash(key)).collect();
         if hashes.len() < self.shards.len() {
-            // Fewer keys than shards: sorting them costs less than a pass
-            // over every shard.
+            // Fewer keys than shards: sorting them costs less than the
+            // counting sort's pass over every shard.
             hashes.sort_unstable_by_key(|&h| self.shard_index(h));
-            for group in hashes.chunk_by(|&a, &b| self.shard_index(a) == self.shard_index(b)) {
-                let shard = self.lock(self.shard_index(group[0]));
-                group.iter().for_each(|&h| shard.prefetch(h));
-            }
-            return;
+        } else {
+            hashes = self.by_shard(&hashes);
         }
-        // A counting sort by shard: `start[s]` is where shard s's keys
-        // begin in `by_shard`.
-        let mut start = vec![0u32; self.shards.len() + 1];
-        for &h in &hashes {
-            start[self.shard_index(h) + 1] += 1;
+        for group in hashes.chunk_by(|&a, &b| self.shard_index(a) == self.shard_index(b)) {
+            let shard = self.lock(self.shard_index(group[0]));
+            group.iter().for_each(|&h| shard.prefetch(h));
         }
-        for s in 1..start.len() {
-            start[s] += start[s - 1];
+    }
+
+    /// `hashes` in shard order, by a counting sort.
+    fn by_shard(&self, hashes: &[u64]) -> Vec<u64> {
+        // `next[s]` is where shard s's next key goes.
+        let mut next = vec![0u32; self.shards.len()];
+        for &h in hashes {
+            next[self.shard_index(h)] += 1;
         }
-        let mut next = start.clone();
-        let mut by_shard = vec![0u64; hashes.len()];
-        for &h in &hashes {
+        let mut at = 0;
+        for n in &mut next {
+            (at, *n) = (at + *n, at);
+        }
+        let mut sorted = vec![0u64; hashes.len()];
+        for &h in hashes {
             let slot = &mut next[self.shard_index(h)];
-            by_shard[*slot as usize] = h;
+            sorted[*slot as usize] = h;
             *slot += 1;
         }
-        for (s, bounds) in start.windows(2).enumerate() {
-            let group = &by_shard[bounds[0] as usize..bounds[1] as usize];
-            if !group.is_empty() {
-                let shard = self.lock(s);
-                group.iter().for_each(|&h| shard.prefetch(h));
-            }
-        }
+        sorted
     }
 
     /// `gat`: a lookup that also sets a new exptime (memcached's rules; a

@@ -1291,3 +1291,17 @@ fn a_ticking_clock_reads_the_time_it_was_last_ticked_to() {
     clock.tick();
     assert!(system().abs_diff(clock.now()) <= 1);
 }
+
+#[test]
+fn the_counting_sort_puts_every_hash_in_shard_order() {
+    let (s, _) = new_store(config(1 << 20, 1 << 20, 4));
+    let hashes: Vec<u64> = (0..300u64)
+        .map(|i| i.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+        .collect();
+    let sorted = s.by_shard(&hashes);
+    assert!(sorted.is_sorted_by_key(|&h| s.shard_index(h)));
+    let (mut a, mut b) = (hashes.clone(), sorted);
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b, "the same hashes, each once");
+}
