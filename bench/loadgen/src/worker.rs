@@ -441,10 +441,11 @@ impl Worker {
             // Paced: wake for the next due batch; epoll counts whole
             // milliseconds, so one due sooner is waited for by polling.
             let next_due = plan.pace.and_then(|_| {
+                let now = Instant::now();
                 conns
                     .iter()
                     .filter(|c| c.waiting)
-                    .map(|c| c.due.saturating_duration_since(Instant::now()))
+                    .map(|c| c.due.saturating_duration_since(now))
                     .min()
             });
             let wait = next_due.map_or(SWEEP_EVERY, |d| {
