@@ -15,9 +15,9 @@
 # latency-spread table shows where (unpipelined through node 0, the third
 # of requests it serves itself are answered within a pass, the two thirds
 # forwarded a round of the owners later, so the p50 lies in the slow kind,
-# above the mean). Last, each workload runs again
-# at a fixed offered rate, PACED x the cluster's median throughput (both
-# setups then below capacity), on both setups: what a request waits there.
+# above the mean). Last, each workload runs again at a fixed offered rate,
+# PACED x the cluster's median throughput (both setups then below
+# capacity), on both setups: what a request waits there.
 #
 # Usage: bench/cluster.sh           Environment: as bench/run.sh (SHOAL_BIN,
 # DURATION, REPS, WORKLOADS (default "a b e"), SERVER_CPU, CLIENT_CPU,
