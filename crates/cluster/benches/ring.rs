@@ -46,7 +46,7 @@ fn main() {
     let t = time(iters, |i| {
         black_box(ring::point(black_box(&keys[i & 4095])));
     });
-    println!("point (SipHash-2-4 of a 7-45 byte key): {t:?}");
+    println!("point (rapidhash V3 of a 7-45 byte key): {t:?}");
     for n in [3, 10, 100] {
         let r = ring_of(n);
         let t = time(iters, |i| {

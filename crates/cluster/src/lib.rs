@@ -4,8 +4,8 @@
 //! The parts:
 //! - [`ring`]: the consistent-hash [`Ring`] built from the ready members'
 //!   stable [`NodeName`]s, with virtual nodes and a placement hash that is
-//!   defined byte for byte (SipHash-2-4, zero keys, one `write` of raw
-//!   bytes), so nodes built by different compilers agree on every owner.
+//!   defined byte for byte (rapidhash V3, default secrets, one `write` of
+//!   raw bytes), so nodes built by different compilers agree on every owner.
 //!   Pure and synchronous.
 //! - [`debounce`]: a pure state machine that turns membership changes
 //!   (timestamps as plain values) into "rebuild the ring now with these

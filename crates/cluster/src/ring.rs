@@ -9,16 +9,17 @@
 //! # Placement (a contract between nodes)
 //! Every node must compute the same owner for every key, whatever compiler
 //! or crate versions built it, so the hash is defined here byte for byte and
-//! pinned by golden tests (one of them recomputes placement with an
-//! independent SipHash written from the paper). Nothing here goes through
-//! std's `Hash` impls for `str` or slices (which add length prefixes or
-//! terminators that may change between Rust releases) or `DefaultHasher`.
+//! pinned by golden tests. Nothing here goes through std's `Hash` impls for
+//! `str` or slices (which add length prefixes or terminators that may change
+//! between Rust releases) or `DefaultHasher`.
 //!
-//! - **`h(b)`**: SipHash-2-4 keyed with sixteen zero bytes (`k0 = k1 = 0`)
-//!   over the byte string `b`, its 64-bit result as an unsigned integer
-//!   (the reference implementation's output, read little-endian). In code:
-//!   `hashring::DefaultHashBuilder` (siphasher 0.3's `SipHasher::new()`)
-//!   fed by exactly one `Hasher::write(b)`; see [`point`].
+//! - **`h(b)`**: rapidhash V3 with its default secrets (seed 0) over the
+//!   byte string `b`, as the C++ reference `rapidhash()` of rapidhash.h V3
+//!   computes it; in code `rapidhash::v3::rapidhash_v3`, a function the
+//!   crate keeps stable across its versions. It replaced SipHash-2-4
+//!   (ring version "v1"): a forwarding node hashes every key of every
+//!   request, and rapidhash takes about a fifth of the time on a short key.
+//!   See [`point`].
 //! - **Virtual nodes**: a member named `name` (its UTF-8 bytes) has
 //!   `vnodes` positions, `h(name ++ "#" ++ decimal(i))` for `i` in
 //!   `0..vnodes`, where `decimal` is ASCII digits without sign or leading
@@ -34,20 +35,21 @@
 //! - **`owners(key, n)`**: from the owner's virtual node, walk positions
 //!   upwards (wrapping) and take each member the first time it appears,
 //!   until `n` members (or all of them) are taken. The first is the owner.
-//! - **Version**: `h("shoal-ring-v1" ++ le32(vnodes) ++ for each member in
+//! - **Version**: `h("shoal-ring-v2" ++ le32(vnodes) ++ for each member in
 //!   ascending byte order: le32(len(name)) ++ name)`, with 0 replaced by 1
 //!   (0 means "unknown" in the peer API). Equal versions mean equal
 //!   placement, whatever order the members were learned in.
 //!
-//! `hashring` keeps the sorted positions and answers [`Ring::owner`];
-//! [`Ring::owners`] walks a copy of the same sorted order itself, because
-//! `HashRing::get_with_replicas` returns consecutive virtual nodes (often
-//! the same member twice) and clones the whole ring per call.
+//! `hashring` (fed `h` through [`Placement`]) keeps the sorted positions
+//! and answers [`Ring::owner`]; [`Ring::owners`] walks a copy of the same
+//! sorted order itself, because `HashRing::get_with_replicas` returns
+//! consecutive virtual nodes (often the same member twice) and clones the
+//! whole ring per call.
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::Write as _;
 
-use hashring::{DefaultHashBuilder, HashRing};
+use hashring::HashRing;
 
 use crate::NodeName;
 
@@ -56,73 +58,44 @@ use crate::NodeName;
 /// about 52 bytes per virtual node (8 KB per member).
 pub const DEFAULT_VNODES: u32 = 160;
 
-/// The placement hash `h` of the module docs, over raw bytes: SipHash-2-4
-/// with zero keys, fed by one `write`. Public so that admin tools and tests
-/// can show where a key falls.
-///
-/// Computed in one pass over 8-byte words rather than through `Hasher`'s
-/// streaming `write`, which buffers the input byte by byte: a forwarding
-/// node hashes every key of every request. It is the same function as
-/// `DefaultHashBuilder.hash_one(Raw(bytes))`, which `hashring` uses for
-/// [`Ring::owner`]; the tests hold the two equal at every length.
+/// The placement hash `h` of the module docs over raw bytes: rapidhash
+/// V3, default secrets. Public so that admin tools and tests can show where
+/// a key falls.
+#[inline]
 pub fn point(bytes: &[u8]) -> u64 {
-    let mut v = [
-        0x736f_6d65_7073_6575_u64,
-        0x646f_7261_6e64_6f6d,
-        0x6c79_6765_6e65_7261,
-        0x7465_6462_7974_6573,
-    ];
-    let mut words = bytes.chunks_exact(8);
-    for word in &mut words {
-        let m = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        v[3] ^= m;
-        sip_round(&mut v);
-        sip_round(&mut v);
-        v[0] ^= m;
-    }
-    let last = ((bytes.len() as u64) << 56) | tail(words.remainder());
-    v[3] ^= last;
-    sip_round(&mut v);
-    sip_round(&mut v);
-    v[0] ^= last;
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        sip_round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
+    rapidhash::v3::rapidhash_v3(bytes)
 }
 
-#[inline(always)]
-fn sip_round(v: &mut [u64; 4]) {
-    v[0] = v[0].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(13) ^ v[0];
-    v[0] = v[0].rotate_left(32);
-    v[2] = v[2].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(16) ^ v[2];
-    v[0] = v[0].wrapping_add(v[3]);
-    v[3] = v[3].rotate_left(21) ^ v[0];
-    v[2] = v[2].wrapping_add(v[1]);
-    v[1] = v[1].rotate_left(17) ^ v[2];
-    v[2] = v[2].rotate_left(32);
+/// The hasher `hashring` places with: `h` of the one `write` that a
+/// [`Raw`] or a [`VNode`] makes.
+#[derive(Clone, Copy, Debug, Default)]
+struct Placement;
+
+impl BuildHasher for Placement {
+    type Hasher = PlacementHasher;
+
+    fn build_hasher(&self) -> PlacementHasher {
+        PlacementHasher::default()
+    }
 }
 
-/// The last `b.len() < 8` bytes as a little-endian word.
-#[inline(always)]
-fn tail(b: &[u8]) -> u64 {
-    let mut word = 0u64;
-    let mut i = 0;
-    if let Some(four) = b.get(..4) {
-        word = u64::from(u32::from_le_bytes(four.try_into().expect("4 bytes")));
-        i = 4;
+#[derive(Default)]
+struct PlacementHasher {
+    hash: u64,
+    written: bool,
+}
+
+impl Hasher for PlacementHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        // `h` is of one byte string: the types hashed here write once.
+        debug_assert!(!self.written, "a placement hash takes one write");
+        self.written = true;
+        self.hash = point(bytes);
     }
-    if let Some(two) = b.get(i..i + 2) {
-        word |= u64::from(u16::from_le_bytes(two.try_into().expect("2 bytes"))) << (8 * i);
-        i += 2;
+
+    fn finish(&self) -> u64 {
+        self.hash
     }
-    if let Some(&one) = b.get(i) {
-        word |= u64::from(one) << (8 * i);
-    }
-    word
 }
 
 /// Bytes whose `Hash` is exactly one `write` of themselves: no length
@@ -155,7 +128,7 @@ impl VNode {
             member,
             position: 0,
         };
-        vnode.position = DefaultHashBuilder.hash_one(&vnode);
+        vnode.position = Placement.hash_one(&vnode);
         vnode
     }
 
@@ -181,7 +154,7 @@ pub struct Ring {
     /// Sorted by bytes, no duplicates.
     members: Vec<NodeName>,
     vnodes: u32,
-    ring: HashRing<VNode>,
+    ring: HashRing<VNode, Placement>,
     /// The virtual nodes' positions in ring order, for walking successors.
     /// Kept apart from `owner_at` so a binary search touches only these.
     positions: Box<[u64]>,
@@ -208,7 +181,7 @@ impl Ring {
     /// A ring over `members` (duplicates ignored, order irrelevant) with
     /// `vnodes` virtual nodes each (at least 1).
     ///
-    /// Costs one SipHash and a small allocation per virtual node (about
+    /// Costs one hash and a small allocation per virtual node (about
     /// 0.5 ms for 10 members × 160): build it off the request path and swap
     /// it in.
     pub fn new(members: impl IntoIterator<Item = NodeName>, vnodes: u32) -> Ring {
@@ -223,13 +196,13 @@ impl Ring {
             let member = u32::try_from(member).expect("fewer than 2^32 members");
             entries.extend((0..vnodes).map(|index| VNode::new(name, member, index)));
         }
-        let mut ring = HashRing::new();
+        // Ring order is position order, ties in insertion order: what
+        // `hashring`'s stable sort of the same entries makes.
+        let mut sorted: Vec<(u64, u32)> = entries.iter().map(|v| (v.position, v.member)).collect();
+        sorted.sort_by_key(|&(position, _)| position);
+        let (positions, owner_at): (Vec<u64>, Vec<u32>) = sorted.into_iter().unzip();
+        let mut ring = HashRing::with_hasher(Placement);
         ring.batch_add(entries);
-        let (positions, owner_at) = ring
-            .clone()
-            .into_iter()
-            .map(|vnode| (vnode.position, vnode.member))
-            .unzip::<_, _, Vec<_>, Vec<_>>();
         debug_assert!(positions.is_sorted());
         let version = version(&members, vnodes);
         let (buckets, bucket_shift) = buckets(&positions);
@@ -408,7 +381,9 @@ fn direct(positions: &[u64], owner_at: &[u32]) -> (Box<[u16]>, u32) {
             // the first at or after `start` to the first at or after the
             // range's last point.
             let start = b.checked_shl(shift).unwrap_or(0);
-            let last = (b + 1).checked_shl(shift).map_or(u64::MAX, |next| next - 1);
+            // The last range ends at u64::MAX: `(b + 1) << shift` would
+            // overflow there.
+            let last = start | u64::MAX.checked_shr(u64::BITS - shift).unwrap_or(0);
             while first < positions.len() && positions[first] < start {
                 first += 1;
             }
@@ -435,7 +410,7 @@ fn version(members: &[NodeName], vnodes: u32) -> u64 {
             .map(|m| 4 + m.as_bytes().len())
             .sum::<usize>(),
     );
-    buf.extend_from_slice(b"shoal-ring-v1");
+    buf.extend_from_slice(b"shoal-ring-v2");
     buf.extend_from_slice(&vnodes.to_le_bytes());
     for name in members {
         let len = u32::try_from(name.as_bytes().len()).expect("names are short");

@@ -241,12 +241,12 @@ impl Node {
     }
 }
 
-/// 15 bits from the node's name and generation (SipHash-2-4, as the
-/// ring's placement hash), never 0, placed in bits 48..63 of every CAS
-/// value: a token from another node, or from an earlier life of this one,
-/// does not match here (but for a 1 in 32767 chance per pair of
-/// identities). Bit 63 stays clear: libmemcached (pylibmc) reads CAS
-/// values as signed and fails on larger ones.
+/// 15 bits from the node's name and generation (the ring's placement
+/// hash), never 0, placed in bits 48..63 of every CAS value: a token from
+/// another node, or from an earlier life of this one, does not match here
+/// (but for a 1 in 32767 chance per pair of identities). Bit 63 stays
+/// clear: libmemcached (pylibmc) reads CAS values as signed and fails on
+/// larger ones.
 fn cas_tag(name: &NodeName, generation: u64) -> u64 {
     let mut bytes = name.as_bytes().to_vec();
     bytes.extend_from_slice(&generation.to_le_bytes());

@@ -1,6 +1,7 @@
-//! The ring's contract (golden placement, checked against an independent
-//! SipHash) and its properties (balance, minimal movement, determinism),
-//! over seeded pseudo-random keys so every run sees the same ones.
+//! The ring's contract (golden placement; `h` checked against values the
+//! C++ reference computes) and its properties (balance, minimal movement,
+//! determinism), over seeded pseudo-random keys so every run sees the same
+//! ones.
 
 use std::collections::BTreeSet;
 
@@ -48,51 +49,10 @@ fn keys(seed: u64, count: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// SipHash-2-4 written from the paper (Aumasson & Bernstein, 2012), so the
-/// placement contract is checked against something other than the crates
-/// that implement it.
-fn siphash24(k0: u64, k1: u64, msg: &[u8]) -> u64 {
-    let mut v = [
-        k0 ^ 0x736f_6d65_7073_6575,
-        k1 ^ 0x646f_7261_6e64_6f6d,
-        k0 ^ 0x6c79_6765_6e65_7261,
-        k1 ^ 0x7465_6462_7974_6573,
-    ];
-    fn round(v: &mut [u64; 4]) {
-        v[0] = v[0].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(13) ^ v[0];
-        v[0] = v[0].rotate_left(32);
-        v[2] = v[2].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(16) ^ v[2];
-        v[0] = v[0].wrapping_add(v[3]);
-        v[3] = v[3].rotate_left(21) ^ v[0];
-        v[2] = v[2].wrapping_add(v[1]);
-        v[1] = v[1].rotate_left(17) ^ v[2];
-        v[2] = v[2].rotate_left(32);
-    }
-    let mut compress = |m: u64| {
-        v[3] ^= m;
-        round(&mut v);
-        round(&mut v);
-        v[0] ^= m;
-    };
-    let mut chunks = msg.chunks_exact(8);
-    for chunk in &mut chunks {
-        compress(u64::from_le_bytes(chunk.try_into().unwrap()));
-    }
-    let mut last = [0u8; 8];
-    last[..chunks.remainder().len()].copy_from_slice(chunks.remainder());
-    compress(u64::from_le_bytes(last) | ((msg.len() as u64) << 56));
-    v[2] ^= 0xff;
-    for _ in 0..4 {
-        round(&mut v);
-    }
-    v[0] ^ v[1] ^ v[2] ^ v[3]
-}
-
 /// Placement exactly as the module docs define it, with nothing from this
-/// crate or `hashring`: the sorted (position, name, index) of every virtual
-/// node.
+/// crate or `hashring` but `h` itself (rapidhash's portable function, held
+/// to the C++ reference's values below): the sorted (position, name, index)
+/// of every virtual node.
 struct Reference(Vec<(u64, Vec<u8>, u32)>);
 
 impl Reference {
@@ -104,7 +64,7 @@ impl Reference {
                 (0..vnodes).map(move |i| {
                     let mut label = name.to_vec();
                     label.extend_from_slice(format!("#{i}").as_bytes());
-                    (siphasher_zero(&label), name.to_vec(), i)
+                    (rapidhash::v3::rapidhash_v3(&label), name.to_vec(), i)
                 })
             })
             .collect();
@@ -113,7 +73,7 @@ impl Reference {
     }
 
     fn owners(&self, key: &[u8], n: usize) -> Vec<String> {
-        let at = siphasher_zero(key);
+        let at = rapidhash::v3::rapidhash_v3(key);
         let start = self.0.iter().position(|v| v.0 >= at).unwrap_or(0);
         let mut out: Vec<String> = Vec::new();
         for step in 0..self.0.len() {
@@ -126,48 +86,77 @@ impl Reference {
     }
 }
 
-fn siphasher_zero(msg: &[u8]) -> u64 {
-    siphash24(0, 0, msg)
-}
-
 fn owner_str<'r>(ring: &'r Ring, key: &[u8]) -> &'r str {
     ring.owner(key).unwrap().as_str()
 }
 
-#[test]
-fn reference_siphash_matches_the_papers_vectors() {
-    // Key 00 01 .. 0f; messages 00 01 .. (len-1). From the paper's
-    // appendix and the reference implementation's vectors.h.
-    let (k0, k1) = (0x0706_0504_0302_0100, 0x0f0e_0d0c_0b0a_0908);
-    let msg: Vec<u8> = (0..64).collect();
-    assert_eq!(siphash24(k0, k1, &[]), 0x726f_db47_dd0e_0e31);
-    assert_eq!(siphash24(k0, k1, &msg[..1]), 0x74f8_39c5_93dc_67fd);
-    assert_eq!(siphash24(k0, k1, &msg[..8]), 0x93f5_f579_9a93_2462);
-    assert_eq!(siphash24(k0, k1, &msg[..15]), 0xa129_ca61_49be_45e5);
+/// The 300 test bytes the length cases below hash prefixes of.
+fn test_bytes() -> Vec<u8> {
+    (0..300u32)
+        .map(|i| (i.wrapping_mul(37) ^ 0xa5) as u8)
+        .collect()
 }
 
 #[test]
-fn point_is_siphash24_with_zero_keys_over_the_raw_bytes() {
-    for key in keys(1, 2_000) {
-        assert_eq!(point(&key), siphasher_zero(&key), "{key:?}");
+fn point_is_rapidhash_v3_as_the_cpp_reference_computes_it() {
+    // `rapidhash(key, len)` (seed 0) of the C++ reference's rapidhash.h
+    // V3, compiled and run on these inputs: every size class of the
+    // algorithm (empty, 1-3, 4-7, 8-16, 17-48, 49-112, longer).
+    let strings: [(&[u8], u64); 8] = [
+        (b"", 0x0338_dc4b_e2ce_cdae),
+        (b"a", 0x599f_47df_33a2_e1eb),
+        (b"foo", 0x20c0_f952_e291_56a1),
+        (b"key:0", 0xf914_f960_d7cb_1534),
+        (b"shoal-0#0", 0x6a4d_e975_ea55_bdba),
+        (b"key:000001", 0xeaee_a56a_9bbb_e368),
+        (b"hello world", 0x2f27_cb27_d524_0940),
+        (
+            b":1:django.contrib.sessions.cache3kq9",
+            0x6df5_8a3a_c4bc_5fac,
+        ),
+    ];
+    for (key, want) in strings {
+        assert_eq!(point(key), want, "{:?}", String::from_utf8_lossy(key));
     }
-    assert_eq!(point(b""), siphasher_zero(b""));
-    // Every length, every tail width, against the reference and against
-    // the hasher `hashring` places keys with.
-    let bytes: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0xa5).collect();
+    let bytes = test_bytes();
+    let lengths: [(usize, u64); 19] = [
+        (1, 0x77a3_74c0_5ccf_9a3f),
+        (3, 0x001f_9665_136a_4b8f),
+        (4, 0x8c76_09dd_3797_f544),
+        (7, 0x1e07_f3fb_dfa7_a79e),
+        (8, 0xb520_0ebc_ead9_5247),
+        (15, 0x6c49_6b25_40c7_ab68),
+        (16, 0x88ee_075b_75ae_f7fd),
+        (17, 0x178f_8eae_643b_c8ba),
+        (32, 0x7ae6_a0d9_130d_85dc),
+        (48, 0xd5af_2a6e_f8ff_daf1),
+        (49, 0x714a_2828_d514_cd92),
+        (64, 0x31df_5edf_13d5_cd03),
+        (80, 0x6294_5c67_51ee_270d),
+        (96, 0x3bf7_6547_9357_078d),
+        (112, 0x32f9_19e6_d6c8_7604),
+        (113, 0xd13c_be8f_42f9_7267),
+        (200, 0x1339_bb87_9819_15a6),
+        (250, 0x49e6_bb76_7965_6142),
+        (300, 0x66b2_c704_50bf_7ba4),
+    ];
+    for (len, want) in lengths {
+        assert_eq!(point(&bytes[..len]), want, "length {len}");
+    }
+}
+
+#[test]
+fn hashring_places_with_the_same_h_over_the_raw_bytes() {
+    // The hasher `hashring` is given sees one `write` of the raw bytes:
+    // the same value as `point` at every length, every tail width.
+    let bytes = test_bytes();
     for len in 0..=bytes.len() {
         let key = &bytes[..len];
-        assert_eq!(point(key), siphasher_zero(key), "length {len}");
-        assert_eq!(
-            point(key),
-            hashring::DefaultHashBuilder.hash_one(super::Raw(key)),
-            "length {len}"
-        );
+        assert_eq!(point(key), Placement.hash_one(Raw(key)), "length {len}");
     }
-    // Pinned, so a hasher that changed under us fails here first.
-    assert_eq!(point(b""), 0x1e92_4b9d_7377_00d7);
-    assert_eq!(point(b"shoal-0#0"), 0x3da9_d737_fa65_1bf9);
-    assert_eq!(point(b"foo"), 0xdde3_8bd4_8eae_7414);
+    for key in keys(1, 2_000) {
+        assert_eq!(point(&key), Placement.hash_one(Raw(&key)), "{key:?}");
+    }
 }
 
 #[test]
@@ -206,22 +195,22 @@ fn golden_owners() {
     let k250 = [b'k'; 250];
     // (key, owners(key, 3)): the first is the owner.
     let cases: [(&[u8], [&str; 3]); 10] = [
-        (b"foo", ["shoal-0", "shoal-1", "shoal-2"]),
-        (b"bar", ["shoal-1", "shoal-2", "shoal-0"]),
+        (b"foo", ["shoal-0", "shoal-2", "shoal-1"]),
+        (b"bar", ["shoal-2", "shoal-1", "shoal-0"]),
         (b"baz", ["shoal-0", "shoal-2", "shoal-1"]),
-        (b"", ["shoal-0", "shoal-1", "shoal-2"]),
-        (b"key:0", ["shoal-0", "shoal-1", "shoal-2"]),
-        (b"key:1", ["shoal-0", "shoal-1", "shoal-2"]),
+        (b"", ["shoal-2", "shoal-1", "shoal-0"]),
+        (b"key:0", ["shoal-1", "shoal-0", "shoal-2"]),
+        (b"key:1", ["shoal-1", "shoal-0", "shoal-2"]),
         (
             b":1:views.decorators.cache.cache_page..GET.0ab1",
-            ["shoal-1", "shoal-0", "shoal-2"],
+            ["shoal-1", "shoal-2", "shoal-0"],
         ),
         (
             b":1:django.contrib.sessions.cache3kq9",
-            ["shoal-2", "shoal-1", "shoal-0"],
+            ["shoal-1", "shoal-0", "shoal-2"],
         ),
-        (b"\x00\xff\x80binary", ["shoal-0", "shoal-2", "shoal-1"]),
-        (&k250, ["shoal-2", "shoal-0", "shoal-1"]),
+        (b"\x00\xff\x80binary", ["shoal-2", "shoal-0", "shoal-1"]),
+        (&k250, ["shoal-2", "shoal-1", "shoal-0"]),
     ];
     for (key, owners) in cases {
         let got: Vec<&str> = ring.owners(key, 3).iter().map(|n| n.as_str()).collect();
@@ -229,7 +218,7 @@ fn golden_owners() {
         assert_eq!(owner_str(&ring, key), owners[0]);
         assert_eq!(reference.owners(key, 3), owners);
     }
-    assert_eq!(ring.version(), 0x0885_ac59_d835_3f56);
+    assert_eq!(ring.version(), 0xf0cf_053f_9d2a_0b1d);
 }
 
 #[test]
