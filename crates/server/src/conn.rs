@@ -48,7 +48,7 @@ where
         out: OutBuf::new(),
         swallow: 0,
         table: None,
-        spare: Vec::new(),
+        afters: Vec::new(),
         pass: Pass::default(),
         waiting: Vec::new(),
     };
@@ -71,9 +71,10 @@ struct Conn {
     swallow: usize,
     /// The routing table this connection last used, and its version.
     table: Option<(u64, Arc<Table>)>,
-    /// Emptied buffers for local answers that follow a forwarded one, kept
-    /// so a pass with forwarded requests allocates none.
-    spare: Vec<OutBuf>,
+    /// `afters[i]`: the local answers that follow the pass's `i`th answer
+    /// waiting on peers. Emptied after each pass and kept, so a pass with
+    /// forwarded requests allocates none.
+    afters: Vec<OutBuf>,
     /// The gets a pass gathers per owner, emptied after each pass.
     pass: Pass,
     /// The last pass's (emptied) list of answers waiting on peers, kept for
@@ -114,7 +115,7 @@ impl Conn {
                     out,
                     swallow,
                     table,
-                    spare,
+                    afters,
                     pass,
                     waiting: kept,
                 } = &mut *self;
@@ -139,7 +140,7 @@ impl Conn {
                     tally: Tally::default(),
                 };
                 let (next, consumed) =
-                    process(data, &input, swallow, out, &mut passed, spare, node, table);
+                    process(data, &input, swallow, out, &mut passed, afters, node, table);
                 let Passed {
                     mut waiting,
                     pass,
@@ -149,13 +150,14 @@ impl Conn {
                 // by the local answers decoded after it.
                 if !waiting.is_empty() {
                     forward::settle(node, pass, &mut waiting).await;
-                    for (pending, mut after) in waiting.drain(..) {
+                    for (pending, after) in waiting.drain(..).zip(afters.iter_mut()) {
                         pending.finish(node, out, pass);
-                        out.append(&mut after);
-                        if spare.len() < MAX_SPARE && after.capacity() <= SPARE_CAPACITY {
-                            spare.push(after);
+                        out.append(after);
+                        if after.capacity() > SPARE_CAPACITY {
+                            *after = OutBuf::default();
                         }
                     }
+                    afters.truncate(MAX_SPARE);
                     pass.clear();
                 }
                 *kept = recycle(waiting);
@@ -199,8 +201,9 @@ impl Conn {
     }
 }
 
-/// Answers waiting on peers, each with the local answers that follow it.
-type Waiting<'a> = Vec<(Pending<'a>, OutBuf)>;
+/// Answers waiting on peers, in the client's order (the local answers that
+/// follow each are in the connection's `afters`).
+type Waiting<'a> = Vec<Pending<'a>>;
 
 /// Makes `rbuf` (emptied by the split that made `input`) the unconsumed
 /// rest of `input` again, without copying it when no slice of the input is
@@ -240,8 +243,8 @@ struct Passed<'a, 'p> {
     tally: Tally,
 }
 
-/// Most emptied answer buffers a connection keeps for reuse, and the
-/// largest it keeps: an idle connection holds at most 64 × 4 KiB.
+/// Most emptied answer buffers a connection keeps in `afters` for reuse,
+/// and the largest it keeps: an idle connection holds at most 64 × 4 KiB.
 const MAX_SPARE: usize = 64;
 const SPARE_CAPACITY: usize = 4096;
 
@@ -250,7 +253,7 @@ const SPARE_CAPACITY: usize = 4096;
 const MAX_WAITING: usize = 1024;
 
 /// Answers every whole request in `rbuf`: local ones into `out` (or after
-/// the last answer waiting on peers, in a buffer taken from `spare`),
+/// the last answer waiting on peers, in its buffer in `afters`),
 /// forwarded ones into `passed`. `input` is the frozen buffer `rbuf` views
 /// when this node forwards (empty otherwise): forwarded keys and values are
 /// slices of it. Returns why it stopped and how many bytes of `rbuf` it
@@ -262,7 +265,7 @@ fn process<'a>(
     swallow: &mut usize,
     out: &mut OutBuf,
     passed: &mut Passed<'a, '_>,
-    spare: &mut Vec<OutBuf>,
+    afters: &mut Vec<OutBuf>,
     node: &Node,
     table: Option<&Table>,
 ) -> (Next, usize) {
@@ -283,13 +286,13 @@ fn process<'a>(
                 break Next::Read;
             }
         }
-        let last_len = waiting.last().map_or(0, |(_, after)| after.len());
+        let last_len = waiting.len().checked_sub(1).map_or(0, |i| afters[i].len());
         if out.len() + waiting_len + last_len >= OUT_HIGH_WATER || waiting.len() >= MAX_WAITING {
             break Next::Write;
         }
-        let cur = match waiting.last_mut() {
-            Some((_, after)) => after,
-            None => &mut *out,
+        let cur = match waiting.len() {
+            0 => &mut *out,
+            n => &mut afters[n - 1],
         };
         match protocol::decode(&rbuf[pos..], &node.limits) {
             Decode::Incomplete => break Next::Read,
@@ -312,10 +315,13 @@ fn process<'a>(
                         }
                     }
                     Plan::Forward(pending, after) => {
-                        if let Some((_, last)) = waiting.last() {
-                            waiting_len += last.len();
+                        if let Some(last) = waiting.len().checked_sub(1) {
+                            waiting_len += afters[last].len();
                         }
-                        waiting.push((pending, spare.pop().unwrap_or_default()));
+                        waiting.push(pending);
+                        if afters.len() < waiting.len() {
+                            afters.push(OutBuf::default());
+                        }
                         after
                     }
                 };
