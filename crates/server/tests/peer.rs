@@ -8,6 +8,8 @@
 //! `cargo test --release -p shoal-server --test peer -- --ignored --nocapture`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -873,13 +875,20 @@ async fn a_node_shut_down_mid_flight_fails_calls_promptly_and_comes_back() {
         ..ClientConfig::default()
     };
     let peer = Peer::connect(&addr.to_string(), &config).unwrap();
+    // The node is stopped once calls are being answered (on a loaded
+    // machine a fixed wait may end before its first answer); each caller
+    // goes on until it has seen calls fail after the stop.
+    let answered = Arc::new(AtomicUsize::new(0));
+    let stopped = Arc::new(AtomicBool::new(false));
     let callers: Vec<_> = (0..10)
         .map(|t| {
             let peer = peer.clone();
+            let (answered, stopped) = (answered.clone(), stopped.clone());
             tokio::spawn(async move {
-                let (mut ok, mut failed) = (0, 0);
-                let until = Instant::now() + Duration::from_millis(600);
-                while Instant::now() < until {
+                let (mut ok, mut failed, mut failed_after_stop) = (0, 0, 0);
+                let until = Instant::now() + Duration::from_secs(20);
+                while failed_after_stop < 20 && Instant::now() < until {
+                    let after_stop = stopped.load(Ordering::Relaxed);
                     let started = Instant::now();
                     match peer
                         .call(store_op(StoreMode::Set, &format!("k{t}"), "v"))
@@ -888,8 +897,12 @@ async fn a_node_shut_down_mid_flight_fails_calls_promptly_and_comes_back() {
                         Ok(r) => {
                             assert_eq!(stored(&r), StoreOutcome::Stored);
                             ok += 1;
+                            answered.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(Error::Unavailable(_)) => failed += 1,
+                        Err(Error::Unavailable(_)) => {
+                            failed += 1;
+                            failed_after_stop += usize::from(after_stop);
+                        }
                         Err(e) => panic!("{e:?}"),
                     }
                     // Loose: only "it did not hang" on a shared machine.
@@ -899,8 +912,12 @@ async fn a_node_shut_down_mid_flight_fails_calls_promptly_and_comes_back() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let waiting = Instant::now();
+    while answered.load(Ordering::Relaxed) < 100 && waiting.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     node.stop().await;
+    stopped.store(true, Ordering::Relaxed);
     let (mut ok, mut failed) = (0, 0);
     for caller in callers {
         let (o, f) = caller.await.unwrap();
