@@ -50,23 +50,23 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use http_body::Frame;
 use prost::Message;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::Instant;
-use tonic::client::Grpc;
-use tonic::codec::Streaming;
-use tonic::codegen::http::uri::PathAndQuery;
-use tonic::codegen::tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{Body as _, Service as _, http};
 use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
 
-use crate::codec::PeerCodec;
+use crate::codec::{self, Frames};
 use crate::packed::{self, FEATURE_PACKED_GETS, Items};
 use crate::peer::OMIT_CAS;
 use crate::peer::v1::peer_client::PeerClient;
@@ -959,14 +959,13 @@ impl Peer {
         let channel = endpoint.connect_lazy();
         let client =
             PeerClient::new(channel.clone()).max_decoding_message_size(config.max_response_bytes);
-        let grpc = Grpc::new(channel).max_decoding_message_size(config.max_response_bytes);
         let (queue, rx) = mpsc::channel(config.max_queued.max(1));
         let addr: Arc<str> = Arc::from(addr);
         let packs = Arc::new(AtomicBool::new(false));
         let open = Arc::<Mutex<Open>>::default();
         tokio::spawn(run(
             rx,
-            grpc,
+            channel,
             config.clone(),
             addr.clone(),
             packs.clone(),
@@ -1310,7 +1309,7 @@ impl Future for Ticket {
 /// the next operation. Ends when every handle is gone and nothing is left.
 async fn run(
     mut queue: mpsc::Receiver<Queued>,
-    grpc: Grpc<Channel>,
+    channel: Channel,
     config: ClientConfig,
     addr: Arc<str>,
     packs: Arc<AtomicBool>,
@@ -1329,7 +1328,7 @@ async fn run(
         let session = session(
             &mut queue,
             &mut carry,
-            grpc.clone(),
+            channel.clone(),
             &config,
             &addr,
             &packs,
@@ -1350,19 +1349,113 @@ async fn run(
     }
 }
 
-/// Opens the `Pipeline` stream (as the generated client's `pipeline` does),
-/// with this client's own encoding of its request messages.
+/// Opens the `Pipeline` stream: the request body sends `batches`, each a
+/// gRPC message; the answers are read by [`Answers`]. The call is the one
+/// tonic's generated client would make (the same method, headers and
+/// framing, on the same channel), but its answers are not read through
+/// tonic's message stream, which copies all their bytes once more (see
+/// [`Frames`]).
 async fn pipeline(
-    grpc: &mut Grpc<Channel>,
+    channel: &mut Channel,
     batches: mpsc::Receiver<EncodedBatch>,
-) -> Result<tonic::Response<Streaming<BatchResponse>>, tonic::Status> {
-    grpc.ready()
+    max_response: usize,
+) -> Result<Answers, Status> {
+    std::future::poll_fn(|cx| channel.poll_ready(cx))
         .await
-        .map_err(|e| tonic::Status::unavailable(format!("channel not ready: {e}")))?;
-    let request = tonic::Request::new(ReceiverStream::new(batches));
-    let codec = PeerCodec::<EncodedBatch, BatchResponse>::default();
-    grpc.streaming(request, PathAndQuery::from_static(PIPELINE), codec)
+        .map_err(|e| Status::unavailable(format!("channel not ready: {e}")))?;
+    let request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(http::Uri::from_static(PIPELINE))
+        .version(http::Version::HTTP_2)
+        .header(http::header::TE, "trailers")
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .body(tonic::body::Body::new(Batches(batches)))
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let response = channel
+        .call(request)
         .await
+        .map_err(|e| Status::from_error(Box::new(e)))?;
+    let (parts, body) = response.into_parts();
+    if parts.status != http::StatusCode::OK {
+        return Err(Status::unavailable(format!("HTTP status {}", parts.status)));
+    }
+    // A status in the headers: an answer with no messages ("trailers only").
+    let ended = match Status::from_header_map(&parts.headers) {
+        Some(status) if status.code() != Code::Ok => return Err(status),
+        Some(_) => true,
+        None => false,
+    };
+    Ok(Answers {
+        body,
+        frames: Frames::new(max_response),
+        ended,
+    })
+}
+
+/// The request body of a `Pipeline` call: each batch as a gRPC message.
+struct Batches(mpsc::Receiver<EncodedBatch>);
+
+impl http_body::Body for Batches {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|batch| batch.map(|batch| Ok(Frame::data(codec::frame_message(&batch)))))
+    }
+}
+
+/// The answers of a `Pipeline` call, read from its response body.
+struct Answers {
+    body: tonic::body::Body,
+    frames: Frames,
+    /// The body's status has been read.
+    ended: bool,
+}
+
+impl Answers {
+    /// The next answer; `None` once the peer has ended the stream with an
+    /// OK status. Cancel-safe: a frame read is kept in `frames` before
+    /// anything awaits again.
+    async fn message(&mut self) -> Result<Option<BatchResponse>, Status> {
+        loop {
+            if let Some(message) = self.frames.next_message()? {
+                return BatchResponse::decode(message)
+                    .map(Some)
+                    .map_err(|e| Status::internal(e.to_string()));
+            }
+            if self.ended {
+                return Ok(None);
+            }
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut self.body).poll_frame(cx)).await;
+            let frame = match frame {
+                Some(Ok(frame)) => frame,
+                Some(Err(status)) => return Err(status),
+                None => return Err(Status::internal("the stream ended without a status")),
+            };
+            match frame.into_data() {
+                Ok(data) => self.frames.push(data),
+                Err(frame) => {
+                    let Ok(trailers) = frame.into_trailers() else {
+                        continue;
+                    };
+                    self.ended = true;
+                    match Status::from_header_map(&trailers) {
+                        Some(status) if status.code() != Code::Ok => return Err(status),
+                        Some(_) if self.frames.is_empty() => {}
+                        Some(_) => {
+                            return Err(Status::internal("the stream ended inside a message"));
+                        }
+                        None => return Err(Status::internal("the stream ended without a status")),
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why a pipeline session ended.
@@ -1405,7 +1498,7 @@ fn next_ready(queue: &mut mpsc::Receiver<Queued>) -> Option<Ready> {
 async fn session(
     queue: &mut mpsc::Receiver<Queued>,
     carry: &mut Option<Ready>,
-    mut grpc: Grpc<Channel>,
+    mut channel: Channel,
     config: &ClientConfig,
     addr: &str,
     packs: &AtomicBool,
@@ -1479,9 +1572,9 @@ async fn session(
         let Some(first_deadline) = in_flight.front().map(|b| b.deadline) else {
             return Ok(End::Idle);
         };
-        let call = pipeline(&mut grpc, body_rx);
+        let call = pipeline(&mut channel, body_rx, config.max_response_bytes);
         let mut answers = match tokio::time::timeout_at(first_deadline, call).await {
-            Ok(Ok(response)) => response.into_inner(),
+            Ok(Ok(answers)) => answers,
             Ok(Err(status)) => return Err(Error::from(status).to_string()),
             Err(_) => return Err("deadline exceeded while connecting".to_owned()),
         };
