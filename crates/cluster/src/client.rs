@@ -1422,6 +1422,7 @@ impl Answers {
     /// OK status. Cancel-safe: a frame read is kept in `frames` before
     /// anything awaits again.
     async fn message(&mut self) -> Result<Option<BatchResponse>, Status> {
+        const NO_STATUS: &str = "the stream ended without a status";
         loop {
             if let Some(message) = self.frames.next_message()? {
                 return BatchResponse::decode(message)
@@ -1435,24 +1436,26 @@ impl Answers {
             let frame = match frame {
                 Some(Ok(frame)) => frame,
                 Some(Err(status)) => return Err(status),
-                None => return Err(Status::internal("the stream ended without a status")),
+                None => return Err(Status::internal(NO_STATUS)),
             };
-            match frame.into_data() {
-                Ok(data) => self.frames.push(data),
-                Err(frame) => {
-                    let Ok(trailers) = frame.into_trailers() else {
-                        continue;
-                    };
-                    self.ended = true;
-                    match Status::from_header_map(&trailers) {
-                        Some(status) if status.code() != Code::Ok => return Err(status),
-                        Some(_) if self.frames.is_empty() => {}
-                        Some(_) => {
-                            return Err(Status::internal("the stream ended inside a message"));
-                        }
-                        None => return Err(Status::internal("the stream ended without a status")),
-                    }
+            let frame = match frame.into_data() {
+                Ok(data) => {
+                    self.frames.push(data);
+                    continue;
                 }
+                Err(frame) => frame,
+            };
+            let Ok(trailers) = frame.into_trailers() else {
+                continue;
+            };
+            self.ended = true;
+            match Status::from_header_map(&trailers) {
+                Some(status) if status.code() != Code::Ok => return Err(status),
+                Some(_) if !self.frames.is_empty() => {
+                    return Err(Status::internal("the stream ended inside a message"));
+                }
+                Some(_) => {}
+                None => return Err(Status::internal(NO_STATUS)),
             }
         }
     }

@@ -22,7 +22,7 @@ use std::marker::PhantomData;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use prost::Message;
 use tonic::Status;
-use tonic::codec::{BufferSettings, Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 
 /// The codec `build.rs` names for every peer API method.
 #[derive(Debug, Clone, Copy)]
@@ -72,10 +72,6 @@ impl<T: Message> Encoder for WholeEncoder<T> {
         buf.reserve(item.encoded_len());
         item.encode_raw(buf);
         Ok(())
-    }
-
-    fn buffer_settings(&self) -> BufferSettings {
-        BufferSettings::default()
     }
 }
 
@@ -150,7 +146,7 @@ impl Frames {
     /// one longer than the limit: the stream is unusable.
     pub fn next_message(&mut self) -> Result<Option<Bytes>, Status> {
         if !self.partial.is_empty() {
-            let Some(len) = self.header(true)? else {
+            let Some(len) = header(&self.partial, self.max_message)? else {
                 return Ok(None);
             };
             if self.partial.len() < HEADER + len {
@@ -159,12 +155,10 @@ impl Frames {
                 self.partial.reserve(HEADER + len - self.partial.len());
                 return Ok(None);
             }
-            let message = self.partial.split_to(HEADER + len).freeze().slice(HEADER..);
-            // What follows it is read as slices again.
+            // Whole: it, and what follows it, are read as slices again.
             self.rest = self.partial.split().freeze();
-            return Ok(Some(message));
         }
-        let Some(len) = self.header(false)? else {
+        let Some(len) = header(&self.rest, self.max_message)? else {
             return Ok(None);
         };
         if self.rest.len() < HEADER + len {
@@ -180,29 +174,27 @@ impl Frames {
     pub fn is_empty(&self) -> bool {
         self.rest.is_empty() && self.partial.is_empty()
     }
+}
 
-    /// The length of the message that the gathered (`partial`) or unread
-    /// bytes begin with, once its header is in.
-    fn header(&self, partial: bool) -> Result<Option<usize>, Status> {
-        let bytes: &[u8] = if partial { &self.partial } else { &self.rest };
-        let Some(header) = bytes.get(..HEADER) else {
-            return Ok(None);
-        };
-        if header[0] != 0 {
-            return Err(Status::internal(format!(
-                "protocol error: a message with compression flag {} (none was asked for)",
-                header[0]
-            )));
-        }
-        let len = u32::from_be_bytes(header[1..].try_into().expect("4 bytes")) as usize;
-        if len > self.max_message {
-            return Err(Status::out_of_range(format!(
-                "a message of {len} bytes, past the limit of {} bytes",
-                self.max_message
-            )));
-        }
-        Ok(Some(len))
+/// The length of the message that `bytes` begin with, once its header is
+/// in.
+fn header(bytes: &[u8], max_message: usize) -> Result<Option<usize>, Status> {
+    let Some(header) = bytes.get(..HEADER) else {
+        return Ok(None);
+    };
+    if header[0] != 0 {
+        return Err(Status::internal(format!(
+            "protocol error: a message with compression flag {} (none was asked for)",
+            header[0]
+        )));
     }
+    let len = u32::from_be_bytes(header[1..].try_into().expect("4 bytes")) as usize;
+    if len > max_message {
+        return Err(Status::out_of_range(format!(
+            "a message of {len} bytes, past the limit of {max_message} bytes"
+        )));
+    }
+    Ok(Some(len))
 }
 
 /// `message` as a gRPC message: header, then its encoding, in one buffer.

@@ -197,10 +197,11 @@ impl Ring {
             entries.extend((0..vnodes).map(|index| VNode::new(name, member, index)));
         }
         // Ring order is position order, ties in insertion order: what
-        // `hashring`'s stable sort of the same entries makes.
-        let mut sorted: Vec<(u64, u32)> = entries.iter().map(|v| (v.position, v.member)).collect();
-        sorted.sort_by_key(|&(position, _)| position);
-        let (positions, owner_at): (Vec<u64>, Vec<u32>) = sorted.into_iter().unzip();
+        // `hashring`'s stable sort of the same entries makes (finding them
+        // sorted already).
+        entries.sort_by_key(|v| v.position);
+        let (positions, owner_at): (Vec<u64>, Vec<u32>) =
+            entries.iter().map(|v| (v.position, v.member)).unzip();
         let mut ring = HashRing::with_hasher(Placement);
         ring.batch_add(entries);
         debug_assert!(positions.is_sorted());
