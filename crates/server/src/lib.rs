@@ -381,11 +381,12 @@ pub async fn run(
     Ok(())
 }
 
-/// How often the store's clock is set from the system's.
-const CLOCK_TICK: Duration = Duration::from_millis(10);
-
-/// Keeps the store's clock (whole seconds) within [`CLOCK_TICK`] of the
-/// system's, so commands read the time from memory, until the node is gone.
+/// Keeps the store's clock (whole seconds) in step with the system's, so
+/// commands read the time from memory, until the node is gone: one tick
+/// just after each turn of the system's second, as memcached's clock
+/// handler runs once a second. (It used to tick every 10 ms: 100 wakes a
+/// second per node for a value that changes once, each a context switch
+/// on a busy core and a wake of an idle one.)
 ///
 /// A thread of its own, not a tokio task: a timer firing every 10 ms on
 /// the runtime woke its idle workers, which then stole connection tasks
@@ -398,9 +399,9 @@ fn start_clock(clock: &Arc<store::TickingClock>) {
         .name("shoal-clock".into())
         .spawn(move || {
             while let Some(clock) = clock.upgrade() {
-                clock.tick();
+                let next = clock.tick();
                 drop(clock);
-                std::thread::sleep(CLOCK_TICK);
+                std::thread::sleep(next);
             }
         });
     if let Err(e) = spawned {

@@ -53,7 +53,7 @@ mod shard;
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hashbrown::DefaultHashBuilder;
 
@@ -109,8 +109,9 @@ impl Clock for SystemClock {
 /// and every read is one atomic load, as memcached's `current_time` is set
 /// by a timer rather than read from the system on every command (a
 /// `clock_gettime` per get cost a single node about 4% of its CPU). Whoever
-/// owns it must tick it often; the server does every 10 ms, so the store's
-/// time trails the system's by that much at most (plus scheduling delay).
+/// owns it ticks it when the system's second turns, as `tick` says: the
+/// server's clock thread wakes once a second, and the store's time trails
+/// the system's by [`TICK_MARGIN`] plus scheduling delay.
 #[derive(Debug)]
 pub struct TickingClock {
     now: AtomicU32,
@@ -124,10 +125,30 @@ impl TickingClock {
         }
     }
 
-    /// Sets the clock to the system's time.
-    pub fn tick(&self) {
-        self.now.store(SystemClock.now(), Ordering::Relaxed);
+    /// Sets the clock to the system's time; returns how long until the
+    /// system's clock turns its next second (plus [`TICK_MARGIN`]), when
+    /// the next tick is due.
+    pub fn tick(&self) -> Duration {
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = u32::try_from(since_epoch.as_secs()).unwrap_or(u32::MAX);
+        self.now.store(secs, Ordering::Relaxed);
+        until_next_second(since_epoch)
     }
+}
+
+/// How late after the system's second turns a tick is set for: the sleep
+/// that waits for it runs on the monotonic clock, which may run up to 0.05%
+/// apart from a wall clock NTP is slewing, so a tick set for the very turn
+/// could land just before it.
+pub const TICK_MARGIN: Duration = Duration::from_millis(2);
+
+/// From `since_epoch` (the system's time) to [`TICK_MARGIN`] past its next
+/// whole second.
+pub fn until_next_second(since_epoch: Duration) -> Duration {
+    Duration::from_secs(1) - Duration::from_nanos(u64::from(since_epoch.subsec_nanos()))
+        + TICK_MARGIN
 }
 
 impl Default for TickingClock {

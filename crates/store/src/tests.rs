@@ -1288,8 +1288,26 @@ fn a_ticking_clock_reads_the_time_it_was_last_ticked_to() {
     assert!(system().abs_diff(clock.now()) <= 1);
     clock.now.store(5, Ordering::Relaxed);
     assert_eq!(clock.now(), 5, "a read does not look at the system clock");
-    clock.tick();
+    let next = clock.tick();
     assert!(system().abs_diff(clock.now()) <= 1);
+    assert!(next > TICK_MARGIN && next <= Duration::from_secs(1) + TICK_MARGIN);
+}
+
+#[test]
+fn a_tick_is_due_just_after_the_next_whole_second() {
+    let at = |secs, nanos| until_next_second(Duration::new(secs, nanos));
+    assert_eq!(at(100, 0), Duration::from_secs(1) + TICK_MARGIN);
+    assert_eq!(
+        at(100, 250_000_000),
+        Duration::from_millis(750) + TICK_MARGIN
+    );
+    assert_eq!(at(100, 999_999_999), Duration::from_nanos(1) + TICK_MARGIN);
+    // Slept for, the system's time lands past the turn, in the next second.
+    for nanos in [0, 1, 400_000_000, 999_999_999] {
+        let woke = Duration::new(100, nanos) + at(100, nanos);
+        assert_eq!(woke.as_secs(), 101);
+        assert_eq!(woke.subsec_nanos(), TICK_MARGIN.subsec_nanos());
+    }
 }
 
 #[test]
