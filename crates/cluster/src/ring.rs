@@ -204,7 +204,6 @@ impl Ring {
             entries.iter().map(|v| (v.position, v.member)).unzip();
         let mut ring = HashRing::with_hasher(Placement);
         ring.batch_add(entries);
-        debug_assert!(positions.is_sorted());
         let version = version(&members, vnodes);
         let (buckets, bucket_shift) = buckets(&positions);
         let (direct, direct_shift) = direct(&positions, &owner_at);

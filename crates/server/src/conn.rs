@@ -286,13 +286,15 @@ fn process<'a>(
                 break Next::Read;
             }
         }
-        let last_len = waiting.len().checked_sub(1).map_or(0, |i| afters[i].len());
+        // Local answers go after the last answer waiting on peers, if any.
+        let last = waiting.len().checked_sub(1);
+        let last_len = last.map_or(0, |i| afters[i].len());
         if out.len() + waiting_len + last_len >= OUT_HIGH_WATER || waiting.len() >= MAX_WAITING {
             break Next::Write;
         }
-        let cur = match waiting.len() {
-            0 => &mut *out,
-            n => &mut afters[n - 1],
+        let cur = match last {
+            Some(i) => &mut afters[i],
+            None => &mut *out,
         };
         match protocol::decode(&rbuf[pos..], &node.limits) {
             Decode::Incomplete => break Next::Read,
@@ -315,9 +317,8 @@ fn process<'a>(
                         }
                     }
                     Plan::Forward(pending, after) => {
-                        if let Some(last) = waiting.len().checked_sub(1) {
-                            waiting_len += afters[last].len();
-                        }
+                        // The last waiting answer's followers are complete.
+                        waiting_len += last_len;
                         waiting.push(pending);
                         if afters.len() < waiting.len() {
                             afters.push(OutBuf::default());

@@ -1030,16 +1030,16 @@ impl Pending<'_> {
     pub(crate) fn finish(self, node: &Node, out: &mut OutBuf, pass: &mut Pass) {
         let reply = &self.reply;
         let cmd = self.cmd;
-        let stored = match self.kind {
-            Kind::One { stored, .. } => stored,
-            _ => None,
-        };
         let metrics = node.metrics.as_ref();
+        // Only a storage command's answer counts a stored key and length.
         let mut answer = |response: Response<'_>| {
-            crate::metrics::encode(metrics, cmd, reply, &response, stored, out)
+            crate::metrics::encode(metrics, cmd, reply, &response, None, out)
         };
         match self.kind {
-            Kind::One { call, what, .. } => answer(one_response(what, call.take())),
+            Kind::One { call, what, stored } => {
+                let response = one_response(what, call.take());
+                crate::metrics::encode(metrics, cmd, reply, &response, stored, out);
+            }
             Kind::GetOne { key, call, debug } => {
                 let item = call.and_then(|(c, pos)| pass.item(c, pos));
                 remote_item(&mut answer, metrics, key, item, debug);

@@ -99,10 +99,20 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> u32 {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX))
+        whole_seconds(since_epoch())
     }
+}
+
+/// The system's time since the epoch (zero for a clock set before it).
+fn since_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
+/// `since_epoch` in whole seconds, as the store keeps time.
+fn whole_seconds(since_epoch: Duration) -> u32 {
+    u32::try_from(since_epoch.as_secs()).unwrap_or(u32::MAX)
 }
 
 /// The wall clock, read from memory: [`TickingClock::tick`] stores the time
@@ -129,11 +139,9 @@ impl TickingClock {
     /// system's clock turns its next second (plus [`TICK_MARGIN`]), when
     /// the next tick is due.
     pub fn tick(&self) -> Duration {
-        let since_epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let secs = u32::try_from(since_epoch.as_secs()).unwrap_or(u32::MAX);
-        self.now.store(secs, Ordering::Relaxed);
+        let since_epoch = since_epoch();
+        self.now
+            .store(whole_seconds(since_epoch), Ordering::Relaxed);
         until_next_second(since_epoch)
     }
 }
