@@ -32,6 +32,10 @@ const FAMILY: u8 = 4;
 /// from which a client connection also hands a value on without a copy).
 pub const INLINE_MAX: usize = 1024;
 
+/// The longest fixed-width part of a hit: its bits, flags, CAS, family
+/// code and inline value length.
+const HEAD_MAX: usize = 1 + 4 + 8 + 8 + 4;
+
 /// Longest key a packed list can hold (its length is one byte). The
 /// memcache protocols allow 250.
 pub const MAX_PACKED_KEY: usize = u8::MAX as usize;
@@ -144,21 +148,29 @@ impl ItemWriter {
         if family != 0 {
             bits |= FAMILY;
         }
-        self.packed
-            .reserve(1 + 4 + 8 + 8 + 4 + if inline { value.len() } else { 0 });
-        self.packed.put_u8(bits);
-        self.packed.put_u32_le(flags);
+        // The fixed-width fields go in as one slice: a `put_*` each would
+        // check the room and move the end once per field.
+        let mut head = [0u8; HEAD_MAX];
+        head[0] = bits;
+        head[1..5].copy_from_slice(&flags.to_le_bytes());
+        let mut n = 5;
         if self.cas {
-            self.packed.put_u64_le(cas);
+            head[n..n + 8].copy_from_slice(&cas.to_le_bytes());
+            n += 8;
         }
         if family != 0 {
-            self.packed.put_u64_le(family);
+            head[n..n + 8].copy_from_slice(&family.to_le_bytes());
+            n += 8;
         }
         if inline {
             // Under INLINE_MAX, so it fits.
-            self.packed.put_u32_le(value.len() as u32);
-            self.packed.put_slice(value);
+            head[n..n + 4].copy_from_slice(&(value.len() as u32).to_le_bytes());
+            n += 4;
+            self.packed.reserve(n + value.len());
+            self.packed.extend_from_slice(&head[..n]);
+            self.packed.extend_from_slice(value);
         } else {
+            self.packed.extend_from_slice(&head[..n]);
             self.values.push(shared());
         }
     }
@@ -246,31 +258,28 @@ impl Items {
     /// The answer for the key at `pos`: `None` for a miss, or past the end.
     pub fn get(&self, pos: usize) -> Option<Hit<'_>> {
         let &(at, value_index) = self.index.get(pos)?;
-        let (at, value_index) = (at as usize, value_index as usize);
-        // Checked in `new`: every indexed entry parses.
-        let (len, ool) = entry(&self.packed, at, self.cas).ok()?;
-        let e = &self.packed[at..at + len];
-        let bits = e[0];
+        // Checked in `new`: every indexed entry is whole, so it is read
+        // field by field without working out its length again.
+        let (&bits, mut rest) = self.packed.get(at as usize..)?.split_first()?;
         if bits & FOUND == 0 {
             return None;
         }
-        let mut i = 1;
-        let flags = u32::from_le_bytes(e[i..i + 4].try_into().ok()?);
-        i += 4;
-        let mut cas = 0;
-        if self.cas {
-            cas = u64::from_le_bytes(e[i..i + 8].try_into().ok()?);
-            i += 8;
-        }
-        let mut family = 0;
-        if bits & FAMILY != 0 {
-            family = u64::from_le_bytes(e[i..i + 8].try_into().ok()?);
-            i += 8;
-        }
-        let value = if ool {
-            Value::Shared(self.values.get(value_index)?.clone())
+        let flags = u32::from_le_bytes(take(&mut rest)?);
+        let cas = if self.cas {
+            u64::from_le_bytes(take(&mut rest)?)
         } else {
-            Value::Slice(&e[i + 4..])
+            0
+        };
+        let family = if bits & FAMILY != 0 {
+            u64::from_le_bytes(take(&mut rest)?)
+        } else {
+            0
+        };
+        let value = if bits & OUT_OF_LINE != 0 {
+            Value::Shared(self.values.get(value_index as usize)?.clone())
+        } else {
+            let len = u32::from_le_bytes(take(&mut rest)?) as usize;
+            Value::Slice(rest.get(..len)?)
         };
         Some(Hit {
             flags,
@@ -279,6 +288,13 @@ impl Items {
             value,
         })
     }
+}
+
+/// The next `N` bytes of `rest`, taken off its front.
+fn take<const N: usize>(rest: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, tail) = rest.split_first_chunk::<N>()?;
+    *rest = tail;
+    Some(*head)
 }
 
 /// The length of the entry at `at` and whether its value is out of line.
