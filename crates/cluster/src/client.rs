@@ -30,9 +30,12 @@
 //! the peer's open [`SharedGet`] ([`Peer::join_get`]): every caller's packed
 //! keys go out as one `GetRequest`, whose answer is checked and indexed
 //! once and read by each caller at its own positions ([`Joined`]). A shared
-//! get runs where it opened in the queue, so a get joins only if no
-//! operation queued since then may name one of its keys; that keeps each
-//! caller's own order, which is all a memcache connection can observe.
+//! get runs where it opened in the queue, which may be before operations
+//! queued since: a caller whose get must follow an operation of its own
+//! says so ([`Ticket::place`]), and its get joins only a shared get opened
+//! after that operation. That keeps each caller's own order, which is all
+//! a memcache connection can observe: another caller's operation queued
+//! meanwhile is not yet answered, so the two may run in either order.
 //!
 //! # Failure
 //! Every operation has a deadline ([`ClientConfig::deadline`]). When the
@@ -71,8 +74,7 @@ use crate::packed::{self, FEATURE_PACKED_GETS, Items};
 use crate::peer::OMIT_CAS;
 use crate::peer::v1::peer_client::PeerClient;
 use crate::peer::v1::{
-    ArithRequest, BatchResponse, DeleteRequest, ErrorCode, GetRequest, Operation, OperationResult,
-    StoreRequest, TouchRequest, operation, operation_result,
+    BatchResponse, ErrorCode, GetRequest, Operation, OperationResult, operation, operation_result,
 };
 use crate::{Error, NodeName};
 
@@ -520,6 +522,8 @@ const GROUP_MAX_BYTES: usize = 256 << 10;
 /// even if nobody reads its answer).
 #[derive(Debug)]
 struct OpGroup {
+    /// Its place in the peer's queue ([`Ticket::place`]).
+    place: u64,
     /// The first caller's deadline.
     deadline: Instant,
     /// Most operations and bytes it gathers: no more than one batch takes
@@ -548,12 +552,14 @@ struct GroupState {
 impl OpGroup {
     /// An empty group of operations routed with `ring_version`.
     fn new(
+        place: u64,
         deadline: Instant,
         (max_ops, max_bytes): (usize, usize),
         queued: Arc<AtomicUsize>,
         ring_version: u64,
     ) -> OpGroup {
         OpGroup {
+            place,
             deadline,
             max_ops: max_ops.max(1),
             max_bytes,
@@ -644,12 +650,18 @@ const SHARED_MAX_BYTES: usize = 256 << 10;
 /// grows (and copies) it.
 const SHARED_FIRST_BYTES: usize = 4 << 10;
 
+/// Callers a shared get has room for before its list of wakers grows: on
+/// a busy node, every connection's pass joins the same one.
+const SHARED_FIRST_WAKERS: usize = 64;
+
 /// The plain gets of many callers to one peer, gathered into one packed
 /// `GetRequest` ([`Peer::join_get`]): the peer decodes, serves and answers
 /// one operation where it would have had one per caller, and the answer
 /// is checked and indexed once, for all of them.
 #[derive(Debug)]
 pub struct SharedGet {
+    /// Its place in the peer's queue ([`Ticket::place`]).
+    place: u64,
     omit: u32,
     /// The first caller's deadline.
     deadline: Instant,
@@ -788,6 +800,14 @@ impl<A> Default for OneAnswer<A> {
 }
 
 impl<A> OneAnswer<A> {
+    /// Room for `wakers` callers' wakers before the list grows.
+    fn with_room(wakers: usize) -> Self {
+        OneAnswer {
+            answer: None,
+            wakers: Vec::with_capacity(wakers),
+        }
+    }
+
     /// Keeps the answer `answer` makes, unless there is one; returns the
     /// wakers to wake (once the lock around this is let go).
     fn keep(&mut self, answer: impl FnOnce() -> A) -> Vec<Waker> {
@@ -817,55 +837,14 @@ impl<A> OneAnswer<A> {
     }
 }
 
-/// Hashes of the keys of the operations queued since the open shared get
-/// opened: a caller whose get may name one of them must not join it
-/// (the shared get runs where it opened, before them). A false positive
-/// only opens another shared get.
-#[derive(Debug, Default)]
-struct KeyFilter {
-    bits: [u64; 32],
-    any: bool,
-}
-
-impl KeyFilter {
-    /// The key's bit: a quick hash of its length and of its first and
-    /// last eight bytes (where keys that share a prefix differ), not of
-    /// every byte; a collision only costs a new shared get.
-    fn bit(key: &[u8]) -> (usize, u64) {
-        const K: u64 = 0x9e37_79b9_7f4a_7c15;
-        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
-        let (first, last) = match key.len() {
-            n if n >= 8 => (word(&key[..8]), word(&key[n - 8..])),
-            _ => {
-                let mut short = [0u8; 8];
-                short[..key.len()].copy_from_slice(key);
-                (u64::from_le_bytes(short), 0)
-            }
-        };
-        let h = ((first ^ key.len() as u64).wrapping_mul(K) ^ last).wrapping_mul(K);
-        let bit = (h >> 53) as usize; // 0..2048
-        (bit / 64, 1 << (bit % 64))
-    }
-
-    fn insert(&mut self, key: &[u8]) {
-        let (word, mask) = Self::bit(key);
-        self.bits[word] |= mask;
-        self.any = true;
-    }
-
-    fn contains(&self, key: &[u8]) -> bool {
-        let (word, mask) = Self::bit(key);
-        self.bits[word] & mask != 0
-    }
-}
-
 /// The shared get opened last, and what was queued after it. Held weakly:
 /// once taken and answered, a shared get must not keep its answer (slices
 /// of a gRPC receive buffer) alive; a taken one no longer gathers keys.
 #[derive(Debug, Default)]
 struct Open {
     get: Option<std::sync::Weak<SharedGet>>,
-    since: KeyFilter,
+    /// The place the next entry of the queue takes.
+    next_place: u64,
     /// The group of single operations queued last, while nothing has been
     /// queued after it.
     ops: Option<std::sync::Weak<OpGroup>>,
@@ -880,31 +859,11 @@ impl Open {
     fn last(&self) -> Option<Arc<SharedGet>> {
         self.get.as_ref().and_then(std::sync::Weak::upgrade)
     }
-}
 
-/// Calls `f` with every key `op` names; false for an operation without
-/// keys (flush_all, stats), which nothing may be moved across.
-fn each_key(op: &Operation, mut f: impl FnMut(&[u8])) -> bool {
-    use operation::Op;
-    match &op.op {
-        Some(Op::Get(r)) => {
-            r.keys.iter().for_each(|k| f(k));
-            packed::keys(&r.packed_keys)
-                .into_iter()
-                .flatten()
-                .for_each(f);
-            true
-        }
-        Some(
-            Op::Store(StoreRequest { key, .. })
-            | Op::Delete(DeleteRequest { key, .. })
-            | Op::Arith(ArithRequest { key, .. })
-            | Op::Touch(TouchRequest { key, .. }),
-        ) => {
-            f(key);
-            true
-        }
-        Some(Op::FlushAll(_) | Op::Stats(_)) | None => false,
+    /// A place for a new entry of the queue: places grow in queue order.
+    fn take_place(&mut self) -> u64 {
+        self.next_place += 1;
+        self.next_place
     }
 }
 
@@ -1035,12 +994,6 @@ impl Peer {
     /// clock once for all of them.
     pub fn enqueue(&self, op: Operation, ring_version: u64, now: Instant) -> Ticket {
         let mut open = self.lock_open();
-        if open.get.is_some() {
-            let since = &mut open.since;
-            if !each_key(&op, |key| since.insert(key)) {
-                open.get = None;
-            }
-        }
         let ticket = |group, index| Ticket {
             group,
             index,
@@ -1058,6 +1011,7 @@ impl Peer {
             return ticket(group, index);
         }
         let group = Arc::new(OpGroup::new(
+            open.take_place(),
             now + self.deadline,
             self.group_limits,
             self.queued.clone(),
@@ -1088,10 +1042,11 @@ impl Peer {
     /// ([`Joined`]).
     ///
     /// A shared get runs where it opened in the queue, so a get that joins
-    /// it may run before operations queued earlier on other keys; it joins
-    /// only if none of its keys may be named by an operation queued since
-    /// the shared get opened, so no caller's get overtakes that caller's
-    /// own operation on the same key. A caller joins only while at least
+    /// it may run before operations queued since. `after` is the place
+    /// ([`Ticket::place`]) of the caller's latest operation that the get
+    /// must follow (one naming any of its keys), if any: the get joins
+    /// only a shared get opened after it, so no caller's get overtakes
+    /// that caller's own operation on the same key. A caller joins only while at least
     /// half of its deadline remains on the shared get (whose deadline is
     /// its opener's), else it opens another. The caller bounds its wait with a
     /// timer of its own, as with [`Peer::enqueue`]: the peer's task fails
@@ -1104,18 +1059,13 @@ impl Peer {
         omit: u32,
         ring_version: u64,
         now: Instant,
+        after: Option<u64>,
     ) -> Joined {
         let mut open = self.lock_open();
-        // Keys that do not parse (never: the caller packed them) count as
-        // a conflict.
-        let conflicts = |since: &KeyFilter| {
-            since.any
-                && packed::keys(keys).map_or(true, |mut keys| keys.any(|key| since.contains(key)))
-        };
         if let Some(get) = open.last()
             && get.omit == omit
             && get.deadline > now + self.deadline / 2
-            && !conflicts(&open.since)
+            && after.is_none_or(|after| get.place > after)
         {
             let mut state = get.lock();
             if !state.taken
@@ -1138,6 +1088,7 @@ impl Peer {
             }
         }
         let get = Arc::new(SharedGet {
+            place: open.take_place(),
             omit,
             deadline: now + self.deadline,
             state: Mutex::new(SharedState {
@@ -1149,13 +1100,12 @@ impl Peer {
                 count,
                 ring_version,
                 taken: false,
-                answer: OneAnswer::default(),
+                answer: OneAnswer::with_room(SHARED_FIRST_WAKERS),
             }),
         });
         match self.queue_up(Queued::Shared(Hold(get.clone()))) {
             Ok(()) => {
                 open.get = Some(Arc::downgrade(&get));
-                open.since = KeyFilter::default();
                 // Operations queued from now on go after this get.
                 open.ops = None;
             }
@@ -1282,6 +1232,13 @@ impl Ticket {
     /// first caller: the same, or up to a caller's pass earlier).
     pub fn deadline(&self) -> Instant {
         self.deadline
+    }
+
+    /// Its operation's place in the peer's queue (shared with the other
+    /// operations of its group): a get that must run after it passes this
+    /// to [`Peer::join_get`].
+    pub fn place(&self) -> u64 {
+        self.group.place
     }
 }
 
@@ -1706,7 +1663,7 @@ impl Peers {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::peer::v1::BatchRequest;
+    use crate::peer::v1::{BatchRequest, StoreRequest};
 
     #[test]
     fn an_encoded_batch_is_read_as_the_batch_request_it_stands_for() {
@@ -1889,7 +1846,7 @@ mod tests {
     }
 
     fn empty_group(max_ops: usize, max_bytes: usize) -> OpGroup {
-        OpGroup::new(Instant::now(), (max_ops, max_bytes), Arc::default(), 0)
+        OpGroup::new(1, Instant::now(), (max_ops, max_bytes), Arc::default(), 0)
     }
 
     /// A ticket's answer, if it has one.

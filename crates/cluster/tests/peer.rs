@@ -185,39 +185,54 @@ fn flush() -> Operation {
 }
 
 #[tokio::test(flavor = "current_thread")]
-async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
+async fn plain_gets_share_one_get_unless_they_must_follow_their_callers_operation() {
     // Nothing runs between these calls (one thread, no await), so the
     // peer's task cannot take the shared get early.
     let peer = Peer::connect(&dead_port().await, &config(5000)).unwrap();
-    let join = |keys: &[&str], omit: u32| {
-        peer.join_get(&packed(keys), keys.len(), omit, 7, Instant::now().into())
+    let join = |keys: &[&str], omit: u32, after: Option<u64>| {
+        peer.join_get(
+            &packed(keys),
+            keys.len(),
+            omit,
+            7,
+            Instant::now().into(),
+            after,
+        )
     };
-    let a = join(&["a", "b"], 0);
-    let b = join(&["c"], 0);
+    let a = join(&["a", "b"], 0, None);
+    let b = join(&["c"], 0, None);
     assert_eq!(
         (a.start(), b.start()),
         (0, 2),
         "the second get joins the first"
     );
-    // A store of `d` is queued after the shared get: a get of `d` from
-    // now on must not run before it, so it opens another shared get ...
-    let stored = peer.send(store("d"));
-    let c = join(&["x", "d"], 0);
-    assert_eq!(c.start(), 0, "a get of a key written since opens another");
-    // ... which gets of other keys then join.
-    let d = join(&["e"], 0);
+    // A caller's store of `d` is queued after the shared get: that
+    // caller's get of `d` must not run before it, so it opens another
+    // shared get ...
+    let stored = peer.enqueue(store("d"), 7, Instant::now().into());
+    let c = join(&["x", "d"], 0, Some(stored.place()));
+    assert_eq!(c.start(), 0, "a get that must follow a store opens another");
+    // ... which gets of other callers join, and so do the caller's next
+    // gets that must follow the store.
+    let d = join(&["e"], 0, None);
     assert_eq!(d.start(), 2);
+    let again = join(&["d"], 0, Some(stored.place()));
+    assert_eq!(again.start(), 3, "opened after the store: it may join");
+    // Another caller's get of `d` would have joined the first shared get
+    // too: that caller's own operations are all answered, and the store
+    // is not, so the two are concurrent and may run in either order.
     // Different omitted fields: another shared get.
-    let e = join(&["f"], cluster::peer::OMIT_CAS);
+    let e = join(&["f"], cluster::peer::OMIT_CAS, None);
     assert_eq!(e.start(), 0);
-    // Nothing moves across an operation without keys.
-    let flushed = peer.send(flush());
-    let f = join(&["g"], cluster::peer::OMIT_CAS);
-    assert_eq!(f.start(), 0, "a flush_all closes the shared get");
+    // A get that follows its caller's flush_all joins nothing opened
+    // before it, whatever it names.
+    let flushed = peer.enqueue(flush(), 7, Instant::now().into());
+    let f = join(&["g"], cluster::peer::OMIT_CAS, Some(flushed.place()));
+    assert_eq!(f.start(), 0, "a get after a flush_all opens another");
 
     // Nothing listens: every part fails (and fails at once).
     let started = Instant::now();
-    for mut joined in [a, b, c, d, e, f] {
+    for mut joined in [a, b, c, d, again, e, f] {
         let answer = std::future::poll_fn(|cx| joined.poll_answer(cx)).await;
         assert_unavailable(answer);
     }
@@ -233,8 +248,9 @@ async fn plain_gets_share_one_get_until_a_later_operation_names_their_key() {
 #[tokio::test(flavor = "current_thread")]
 async fn a_get_made_while_the_peer_task_wakes_joins_the_shared_get() {
     let peer = Peer::connect(&dead_port().await, &config(5000)).unwrap();
-    let join =
-        |peer: &Peer, key: &str| peer.join_get(&packed(&[key]), 1, 0, 7, Instant::now().into());
+    let join = |peer: &Peer, key: &str| {
+        peer.join_get(&packed(&[key]), 1, 0, 7, Instant::now().into(), None)
+    };
     // The first get wakes the peer's task; the second is made by a task
     // that runs after the peer's task has woken but before this round of
     // the runtime ends. The peer's task forms its batch only after the

@@ -15,7 +15,9 @@
 //! sent when the pass ends, or just before another operation on one of its
 //! keys goes to that owner, so the owner sees each key's requests in the
 //! client's order (across keys, see [`Pass::send_if_gathering`]); other
-//! operations are handed to the owner's peer handle at once. A plain packed
+//! operations are handed to the owner's peer handle at once, and a get the
+//! pass gathers after one of them on the same key is sent to follow it
+//! ([`Pass::written`]). A plain packed
 //! get is not sent on its own: it joins the owner's shared get, which
 //! carries the gets of every connection to that owner in one operation
 //! (`cluster::client::Peer::join_get`). A multi-key
@@ -235,6 +237,10 @@ pub(crate) struct Pass {
     net: Option<Pin<Box<tokio::time::Sleep>>>,
     /// Emptied lists of packed keys, kept for the next pass.
     spare_keys: Vec<BytesMut>,
+    /// The single operations this pass handed to peers, which a get of
+    /// their key gathered later in the pass must follow. Only the pass's
+    /// own count: the connection's earlier passes are all answered.
+    written: Vec<Written>,
     /// When this pass handed its first operation to a peer: the time every
     /// operation of the pass is sent at, for its deadline and its latency.
     now: Now,
@@ -253,6 +259,15 @@ impl Now {
     }
 }
 
+/// A single operation handed to a peer ([`Pass::written`]).
+struct Written {
+    remote: usize,
+    /// `None`: every key (`flush_all`).
+    key: Option<Bytes>,
+    /// Its place in the peer's queue.
+    place: u64,
+}
+
 enum Call {
     Gathering {
         remote: usize,
@@ -260,6 +275,9 @@ enum Call {
         keys: Gathered,
         /// Item fields none of the gathered requests needs.
         omit: u32,
+        /// The place of the pass's latest operation on one of the keys,
+        /// which the get must follow.
+        after: Option<u64>,
     },
     Sent {
         sent: Sent,
@@ -390,6 +408,7 @@ impl Pass {
     pub(crate) fn clear(&mut self) {
         self.open.clear();
         self.calls.clear();
+        self.written.clear();
         self.now = Now::default();
     }
 
@@ -409,17 +428,20 @@ impl Pass {
         if self.open.len() < table.remotes.len() {
             self.open.resize(table.remotes.len(), None);
         }
+        let follows = self.follows(remote, key);
         if let Some(c) = self.open[remote] {
             if let Call::Gathering {
                 touch: t,
                 keys,
                 omit: o,
+                after,
                 ..
             } = &mut self.calls[c]
                 && *t == touch
                 && let Some(pos) = keys.push(input, key, omit)
             {
                 *o &= omit;
+                *after = (*after).max(follows);
                 return (c, pos);
             }
             self.send(table, remote);
@@ -442,6 +464,7 @@ impl Pass {
             touch,
             keys,
             omit,
+            after: follows,
         });
         let c = self.calls.len() - 1;
         self.open[remote] = Some(c);
@@ -459,6 +482,7 @@ impl Pass {
             touch,
             keys,
             omit,
+            after,
         } = std::mem::replace(&mut self.calls[c], Call::Got(Got::Listed(Vec::new())))
         {
             let target = &table.remotes[remote];
@@ -474,6 +498,7 @@ impl Pass {
                             omit,
                             table.view.ring.version(),
                             self.now.get(),
+                            after,
                         ),
                         stats: target.stats.clone(),
                     };
@@ -507,6 +532,26 @@ impl Pass {
                 packed,
             };
         }
+    }
+
+    /// The place of this pass's latest operation at `remote` that a get of
+    /// `key` must follow, if any.
+    fn follows(&self, remote: usize, key: &[u8]) -> Option<u64> {
+        self.written
+            .iter()
+            .filter(|w| w.remote == remote && w.key.as_ref().is_none_or(|k| k[..] == *key))
+            .map(|w| w.place)
+            .max()
+    }
+
+    /// Notes an operation on `key` (`None`: every key) handed to `remote`
+    /// with `sent`.
+    fn wrote(&mut self, remote: usize, key: Option<Bytes>, sent: &Sent) {
+        self.written.push(Written {
+            remote,
+            key,
+            place: sent.answer.place(),
+        });
     }
 
     /// Sends the get gathered for `remote` if it names `key`, so each
@@ -719,17 +764,15 @@ pub(crate) fn plan<'a>(
                     cmd,
                     kind: Kind::One {
                         call: {
-                            // A gathered get of the same key goes first:
-                            // the owner sees each key's requests in the
-                            // client's order.
+                            // A gathered get of the same key goes first,
+                            // and one gathered later follows: the owner
+                            // sees each key's requests in the client's
+                            // order.
                             pass.send_if_gathering(table, i, key);
                             let now = pass.now.get();
-                            Box::new(Outcome::Waiting(Sent::send(
-                                table,
-                                &table.remotes[i],
-                                op(),
-                                now,
-                            )))
+                            let sent = Sent::send(table, &table.remotes[i], op(), now);
+                            pass.wrote(i, Some(share(input, key)), &sent);
+                            Box::new(Outcome::Waiting(sent))
                         },
                         what,
                         stored: stored_of(request),
@@ -855,19 +898,16 @@ pub(crate) fn plan<'a>(
             node.store.flush_all(delay);
             pass.seal(table);
             let now = pass.now.get();
-            let calls = table
-                .remotes
-                .iter()
-                .map(|remote| {
-                    Outcome::Waiting(Sent::send(
-                        table,
-                        remote,
-                        operation::Op::FlushAll(api::FlushAllRequest {
-                            delay,
-                            ..Default::default()
-                        }),
-                        now,
-                    ))
+            let calls = (table.remotes.iter().enumerate())
+                .map(|(i, remote)| {
+                    let op = operation::Op::FlushAll(api::FlushAllRequest {
+                        delay,
+                        ..Default::default()
+                    });
+                    let sent = Sent::send(table, remote, op, now);
+                    // Every get the pass gathers from now on follows it.
+                    pass.wrote(i, None, &sent);
+                    Outcome::Waiting(sent)
                 })
                 .collect();
             Plan::Forward(
