@@ -792,10 +792,7 @@ struct OneAnswer<A> {
 
 impl<A> Default for OneAnswer<A> {
     fn default() -> Self {
-        OneAnswer {
-            answer: None,
-            wakers: Vec::new(),
-        }
+        OneAnswer::with_room(0)
     }
 }
 
@@ -1046,12 +1043,12 @@ impl Peer {
     /// ([`Ticket::place`]) of the caller's latest operation that the get
     /// must follow (one naming any of its keys), if any: the get joins
     /// only a shared get opened after it, so no caller's get overtakes
-    /// that caller's own operation on the same key. A caller joins only while at least
-    /// half of its deadline remains on the shared get (whose deadline is
-    /// its opener's), else it opens another. The caller bounds its wait with a
-    /// timer of its own, as with [`Peer::enqueue`]: the peer's task fails
-    /// the get by its deadline unless the task itself is stuck. `now` is
-    /// as for [`Peer::enqueue`].
+    /// that caller's own operation on the same key. A caller joins only
+    /// while at least half of its deadline remains on the shared get
+    /// (whose deadline is its opener's), else it opens another. The caller
+    /// bounds its wait with a timer of its own, as with [`Peer::enqueue`]:
+    /// the peer's task fails the get by its deadline unless the task
+    /// itself is stuck. `now` is as for [`Peer::enqueue`].
     pub fn join_get(
         &self,
         keys: &[u8],

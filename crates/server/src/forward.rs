@@ -898,7 +898,10 @@ pub(crate) fn plan<'a>(
             node.store.flush_all(delay);
             pass.seal(table);
             let now = pass.now.get();
-            let calls = (table.remotes.iter().enumerate())
+            let calls = table
+                .remotes
+                .iter()
+                .enumerate()
                 .map(|(i, remote)| {
                     let op = operation::Op::FlushAll(api::FlushAllRequest {
                         delay,

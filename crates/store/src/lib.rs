@@ -154,7 +154,7 @@ pub const TICK_MARGIN: Duration = Duration::from_millis(2);
 
 /// From `since_epoch` (the system's time) to [`TICK_MARGIN`] past its next
 /// whole second.
-pub fn until_next_second(since_epoch: Duration) -> Duration {
+fn until_next_second(since_epoch: Duration) -> Duration {
     Duration::from_secs(1) - Duration::from_nanos(u64::from(since_epoch.subsec_nanos()))
         + TICK_MARGIN
 }
