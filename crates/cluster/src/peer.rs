@@ -176,7 +176,7 @@ mod tests {
             R::Store(StoreResponse {
                 error: ErrorCode::TooLarge as i32,
                 outcome: StoreOutcome::Unspecified as i32,
-                cas: 0,
+                ..StoreResponse::default()
             }),
             R::Delete(DeleteResponse {
                 error: ErrorCode::None as i32,

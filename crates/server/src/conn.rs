@@ -310,7 +310,7 @@ fn process<'a>(
                     Plan::Local => exec::execute(node, cmd, &request, cur),
                     Plan::Refuse(error) => {
                         let response = Response::Error(error);
-                        metrics::encode(metrics, cmd, &request.reply, &response, None, cur);
+                        metrics::encode(metrics, cmd, &request.reply, &response, cur);
                         match request.command {
                             Command::TooLarge { swallow, .. } => After::Swallow(swallow),
                             _ => After::Continue,
@@ -340,7 +340,7 @@ fn process<'a>(
             } => {
                 tally.add(Cmd::Invalid);
                 let response = Response::Error(error);
-                metrics::encode(metrics, Cmd::Invalid, &reply, &response, None, cur);
+                metrics::encode(metrics, Cmd::Invalid, &reply, &response, cur);
                 pos += consumed;
                 if close {
                     break Next::Close;

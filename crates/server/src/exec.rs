@@ -37,8 +37,7 @@ pub(crate) fn execute(node: &Node, cmd: Cmd, request: &Request<'_>, out: &mut Ou
     let reply = &request.reply;
     let metrics = node.metrics.as_ref();
     // Local stores and hits count their key families themselves.
-    let mut answer =
-        |response: Response<'_>| metrics::encode(metrics, cmd, reply, &response, None, out);
+    let mut answer = |response: Response<'_>| metrics::encode(metrics, cmd, reply, &response, out);
     let store = &node.store;
     let counters = &node.counters;
     match &request.command {

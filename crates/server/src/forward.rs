@@ -1074,14 +1074,22 @@ impl Pending<'_> {
         let reply = &self.reply;
         let cmd = self.cmd;
         let metrics = node.metrics.as_ref();
-        // Only a storage command's answer counts a stored key and length.
-        let mut answer = |response: Response<'_>| {
-            crate::metrics::encode(metrics, cmd, reply, &response, None, out)
-        };
+        let mut answer =
+            |response: Response<'_>| crate::metrics::encode(metrics, cmd, reply, &response, out);
         match self.kind {
             Kind::One { call, what, stored } => {
-                let response = one_response(what, call.take());
-                crate::metrics::encode(metrics, cmd, reply, &response, stored, out);
+                let result = call.take();
+                let family = match &result {
+                    Ok(operation_result::Result::Store(r)) => r.family,
+                    _ => 0,
+                };
+                let response = one_response(what, result);
+                if let (Some(m), Some((key, len)), Response::Stored { .. }) =
+                    (metrics, stored, &response)
+                {
+                    m.remote_stored(key, len, family);
+                }
+                answer(response);
             }
             Kind::GetOne { key, call, debug } => {
                 let item = call.and_then(|(c, pos)| pass.item(c, pos));

@@ -227,19 +227,17 @@ const LATENCY_BUCKETS_NS: [u64; 16] = [
 ];
 
 /// Encodes `response` as `reply` frames it, counting it first when metrics
-/// are on: the one way an answer leaves (`stored` as for
-/// [`Metrics::answered`]).
+/// are on: the one way an answer leaves.
 #[inline]
 pub(crate) fn encode(
     metrics: Option<&Metrics>,
     cmd: Cmd,
     reply: &Reply<'_>,
     response: &Response<'_>,
-    stored: Option<(&[u8], usize)>,
     out: &mut OutBuf,
 ) {
     if let Some(m) = metrics {
-        m.answered(cmd, reply, response, stored);
+        m.answered(cmd, reply, response);
     }
     protocol::encode(reply, response, out);
 }
@@ -498,18 +496,11 @@ impl Metrics {
     }
 
     /// Counts one answer of a request (nothing for the parts of an answer
-    /// that are not one, like a get's `END`).
-    ///
-    /// `stored` is the key and value length of a storage command, for its
-    /// key family; gets' keys come with their answers.
+    /// that are not one, like a get's `END`). Hits' and stores' key
+    /// families are counted where the item is known ([`Metrics::local_hit`],
+    /// [`Metrics::stored`] and their `remote_` forms).
     #[inline(always)]
-    pub fn answered(
-        &self,
-        cmd: Cmd,
-        reply: &Reply<'_>,
-        response: &Response<'_>,
-        stored: Option<(&[u8], usize)>,
-    ) {
+    pub fn answered(&self, cmd: Cmd, reply: &Reply<'_>, response: &Response<'_>) {
         let outcome = match (Outcome::of(response), cmd, response) {
             (Some(outcome), _, _) => outcome,
             // A stats answer is its lines and `END`: one request, counted at
@@ -520,8 +511,6 @@ impl Metrics {
         let proto = Proto::of(reply);
         let i = (cmd as usize * PROTOS + proto as usize) * OUTCOMES + outcome as usize;
         self.requests[i].fetch_add(1, Ordering::Relaxed);
-        // Hits' families are counted by `local_hit`/`remote_hit`, which may
-        // know the family already.
         match response {
             Response::Hit(hit) if sample() => self.hot_requested.record(hit.key),
             Response::Miss { key } => {
@@ -529,11 +518,6 @@ impl Metrics {
                 if sample() {
                     self.hot_requested.record(key);
                     self.hot_missed.record(key);
-                }
-            }
-            Response::Stored { .. } => {
-                if let Some((key, len)) = stored {
-                    self.family(key, FAMILY_STORED, len);
                 }
             }
             _ => {}
@@ -589,11 +573,22 @@ impl Metrics {
     /// [`Families::code`] (0: it did not); an unknown code is classified
     /// here.
     pub fn remote_hit(&self, key: &[u8], value_len: usize, code: u64) {
-        let id = match self.families.by_code(code) {
-            Some(id) => id,
-            None => self.families.classify(key),
-        };
-        self.count_family(id.index(), FAMILY_HIT, value_len);
+        self.count_family(self.named_family(key, code), FAMILY_HIT, value_len);
+    }
+
+    /// A store answered by a peer, which named the key's family as
+    /// [`Metrics::remote_hit`]'s peer does.
+    pub fn remote_stored(&self, key: &[u8], value_len: usize, code: u64) {
+        self.count_family(self.named_family(key, code), FAMILY_STORED, value_len);
+    }
+
+    /// The family a peer named by `code`, or `key`'s when it named none
+    /// this registry knows.
+    fn named_family(&self, key: &[u8], code: u64) -> usize {
+        match self.families.by_code(code) {
+            Some(id) => id.index(),
+            None => self.families.classify(key).index(),
+        }
     }
 
     /// The family code ([`Families::code`]) of `item`'s key, for a peer to
@@ -601,6 +596,13 @@ impl Metrics {
     pub fn family_code(&self, item: &store::Item) -> u64 {
         self.families
             .code(FamilyId::from_index(self.item_family(item)))
+    }
+
+    /// The family code of `key`, whose item was tagged `tag` (0:
+    /// classified here), for a peer to count its store by.
+    pub fn family_code_of(&self, tag: u8, key: &[u8]) -> u64 {
+        self.families
+            .code(FamilyId::from_index(self.family_of(tag, key)))
     }
 
     /// The family of `item`'s key: from its tag, which is set here if it
@@ -910,6 +912,33 @@ mod tests {
         // No code: classified.
         caller.remote_hit(b"opaque", 1, 0);
         assert_eq!(hits(&caller, "other"), (1, 1));
+    }
+
+    #[test]
+    fn a_forwarded_store_counts_under_the_family_its_owner_named() {
+        let owner = Metrics::new(8, Privacy::Plain);
+        let caller = Metrics::new(8, Privacy::Plain);
+        let stored = |m: &Metrics, label: &str| {
+            let (id, _) = m.families.iter().find(|(_, name)| *name == label).unwrap();
+            let f = &m.family_figures[id.index()];
+            (
+                f[FAMILY_STORED].load(Ordering::Relaxed),
+                f[FAMILY_BYTES].load(Ordering::Relaxed),
+            )
+        };
+        // The owner names the family of a key it tagged, and of one it
+        // could not tag (classified again).
+        let tag = owner.tag_for(b":1:user:42");
+        let user = owner.family_code_of(tag, b"ignored: the tag decides");
+        assert_eq!(owner.family_code_of(0, b":1:user:42"), user);
+        caller.remote_stored(b":1:user:7", 3, user);
+        assert_eq!(stored(&caller, "app:user"), (1, 3));
+        // Known now: the code decides, not the key.
+        caller.remote_stored(b"opaque", 4, user);
+        assert_eq!(stored(&caller, "app:user"), (2, 7));
+        // No code (an owner that does not say): classified.
+        caller.remote_stored(b"opaque", 1, 0);
+        assert_eq!(stored(&caller, "other"), (1, 1));
     }
 
     #[test]

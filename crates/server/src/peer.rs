@@ -425,7 +425,7 @@ fn store(node: &Node, table: Option<&Table>, r: &StoreRequest) -> StoreResponse 
     let refused = |code: ErrorCode| StoreResponse {
         error: code as i32,
         outcome: StoreOutcome::Unspecified as i32,
-        cas: 0,
+        ..StoreResponse::default()
     };
     if let Err(code) = admit_keys(node, table, &r.namespace, std::iter::once(&r.key[..])) {
         return refused(code);
@@ -446,21 +446,30 @@ fn store(node: &Node, table: Option<&Table>, r: &StoreRequest) -> StoreResponse 
         }
         return refused(ErrorCode::TooLarge);
     }
-    // `store` copies key and value out of the receive buffer.
-    let (outcome, cas) = match node
+    // `store` copies key and value out of the receive buffer. The key's
+    // family is worked out once per key and kept on its item, as a local
+    // store does, and named to the caller, which counts the store.
+    let metrics = node.metrics.as_ref();
+    let tag = || metrics.map_or(0, |m| m.tag_for(&r.key));
+    let (outcome, cas, family) = match node
         .store
-        .store(mode, &r.key, &r.value, r.flags, r.exptime, r.cas)
+        .store_tagged(mode, &r.key, &r.value, r.flags, r.exptime, r.cas, tag)
     {
-        Ok(store::StoreOutcome::Stored { cas }) => (StoreOutcome::Stored, cas),
-        Ok(store::StoreOutcome::NotStored) => (StoreOutcome::NotStored, 0),
-        Ok(store::StoreOutcome::Exists) => (StoreOutcome::Exists, 0),
-        Ok(store::StoreOutcome::NotFound) => (StoreOutcome::NotFound, 0),
+        Ok((store::StoreOutcome::Stored { cas }, tag)) => (
+            StoreOutcome::Stored,
+            cas,
+            metrics.map_or(0, |m| m.family_code_of(tag, &r.key)),
+        ),
+        Ok((store::StoreOutcome::NotStored, _)) => (StoreOutcome::NotStored, 0, 0),
+        Ok((store::StoreOutcome::Exists, _)) => (StoreOutcome::Exists, 0, 0),
+        Ok((store::StoreOutcome::NotFound, _)) => (StoreOutcome::NotFound, 0, 0),
         Err(e) => return refused(store_error(e)),
     };
     StoreResponse {
         error: ErrorCode::None as i32,
         outcome: outcome as i32,
         cas,
+        family,
     }
 }
 
