@@ -1372,15 +1372,22 @@ struct Answers {
 }
 
 impl Answers {
-    /// The next answer; `None` once the peer has ended the stream with an
-    /// OK status. Cancel-safe: a frame read is kept in `frames` before
+    /// The next answer, expected to carry `results` results (its list is
+    /// sized for them up front rather than grown, and copied, as they are
+    /// decoded); `None` once the peer has ended the stream with an OK
+    /// status. Cancel-safe: a frame read is kept in `frames` before
     /// anything awaits again.
-    async fn message(&mut self) -> Result<Option<BatchResponse>, Status> {
+    async fn message(&mut self, results: usize) -> Result<Option<BatchResponse>, Status> {
         const NO_STATUS: &str = "the stream ended without a status";
         loop {
             if let Some(message) = self.frames.next_message()? {
-                return BatchResponse::decode(message)
-                    .map(Some)
+                let mut response = BatchResponse {
+                    results: Vec::with_capacity(results),
+                    ..BatchResponse::default()
+                };
+                return response
+                    .merge(message)
+                    .map(|()| Some(response))
                     .map_err(|e| Status::internal(e.to_string()));
             }
             if self.ended {
@@ -1546,8 +1553,10 @@ async fn session(
                 timer.as_mut().reset(deadline);
                 armed = deadline;
             }
+            // The oldest batch's answer is the next to come.
+            let expect = in_flight.front().map_or(0, |b| b.ops);
             tokio::select! {
-                answer = answers.message() => match answer {
+                answer = answers.message(expect) => match answer {
                     Ok(Some(response)) => {
                         if response.features & FEATURE_PACKED_GETS != 0 {
                             packs.store(true, Ordering::Relaxed);
