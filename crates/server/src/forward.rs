@@ -17,15 +17,15 @@
 //! client's order (across keys, see [`Pass::send_if_gathering`]); other
 //! operations are handed to the owner's peer handle at once, and a get the
 //! pass gathers after one of them on the same key is sent to follow it
-//! ([`Pass::written`]). A plain packed
-//! get is not sent on its own: it joins the owner's shared get, which
-//! carries the gets of every connection to that owner in one operation
-//! (`cluster::client::Peer::join_get`). A multi-key
-//! get is split the same way: local keys are looked up now, the others
-//! ride their owners' gathered gets, all in flight together, and the
-//! answer is put back together in the client's key order. `flush_all` is
-//! applied here and sent to every live member; it answers `OK` only once
-//! all of them have flushed.
+//! ([`Pass::written`]). A plain packed get is not sent on its own: it
+//! joins the owner's shared get, which carries the gets of every
+//! connection to that owner in one operation
+//! (`cluster::client::Peer::join_get`). A multi-key get is split the same
+//! way: local keys are looked up now, the others ride their owners'
+//! gathered gets, all in flight together, and the answer is put back
+//! together in the client's key order. `flush_all` is applied here and
+//! sent to every live member; it answers `OK` only once all of them have
+//! flushed.
 //!
 //! Failures follow ARCHITECTURE.md: a read that a peer could not answer
 //! is a miss, a write is `SERVER_ERROR` (binary: a non-success status),
@@ -238,8 +238,8 @@ pub(crate) struct Pass {
     /// Emptied lists of packed keys, kept for the next pass.
     spare_keys: Vec<BytesMut>,
     /// The single operations this pass handed to peers, which a get of
-    /// their key gathered later in the pass must follow. Only the pass's
-    /// own count: the connection's earlier passes are all answered.
+    /// their key gathered later in the pass must follow. Only this pass's
+    /// count: the connection's earlier passes are all answered.
     written: Vec<Written>,
     /// When this pass handed its first operation to a peer: the time every
     /// operation of the pass is sent at, for its deadline and its latency.

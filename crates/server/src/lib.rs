@@ -388,11 +388,12 @@ pub async fn run(
 /// second per node for a value that changes once, each a context switch
 /// on a busy core and a wake of an idle one.)
 ///
-/// A thread of its own, not a tokio task: a timer firing every 10 ms on
-/// the runtime woke its idle workers, which then stole connection tasks
-/// from each other, spreading one connection's allocations over glibc's
-/// per-thread arenas. Resident memory under mixed value sizes grew by half
-/// (`resident_memory_stays_within_the_limit`: 45 → 61-70 MiB at -m 32).
+/// A thread of its own, not a tokio task: when it was one, its timer (then
+/// every 10 ms) woke the runtime's idle workers, which then stole
+/// connection tasks from each other, spreading one connection's
+/// allocations over glibc's per-thread arenas. Resident memory under mixed
+/// value sizes grew by half (`resident_memory_stays_within_the_limit`:
+/// 45 → 61-70 MiB at -m 32).
 fn start_clock(clock: &Arc<store::TickingClock>) {
     let clock = Arc::downgrade(clock);
     let spawned = std::thread::Builder::new()

@@ -886,18 +886,21 @@ mod tests {
         }
     }
 
+    /// The family `label`'s count of `outcome` and its bytes.
+    fn counted(m: &Metrics, label: &str, outcome: usize) -> (u64, u64) {
+        let (id, _) = m.families.iter().find(|(_, name)| *name == label).unwrap();
+        let f = &m.family_figures[id.index()];
+        (
+            f[outcome].load(Ordering::Relaxed),
+            f[FAMILY_BYTES].load(Ordering::Relaxed),
+        )
+    }
+
     #[test]
     fn a_forwarded_hit_counts_under_the_family_its_owner_named() {
         let owner = Metrics::new(8, Privacy::Plain);
         let caller = Metrics::new(8, Privacy::Plain);
-        let hits = |m: &Metrics, label: &str| {
-            let (id, _) = m.families.iter().find(|(_, name)| *name == label).unwrap();
-            let f = &m.family_figures[id.index()];
-            (
-                f[FAMILY_HIT].load(Ordering::Relaxed),
-                f[FAMILY_BYTES].load(Ordering::Relaxed),
-            )
-        };
+        let hits = |m: &Metrics, label: &str| counted(m, label, FAMILY_HIT);
         let user = owner.families.code(owner.families.classify(b":1:user:42"));
         // Unknown to the caller: its key is classified, which registers it.
         caller.remote_hit(b":1:user:7", 3, user);
@@ -918,14 +921,7 @@ mod tests {
     fn a_forwarded_store_counts_under_the_family_its_owner_named() {
         let owner = Metrics::new(8, Privacy::Plain);
         let caller = Metrics::new(8, Privacy::Plain);
-        let stored = |m: &Metrics, label: &str| {
-            let (id, _) = m.families.iter().find(|(_, name)| *name == label).unwrap();
-            let f = &m.family_figures[id.index()];
-            (
-                f[FAMILY_STORED].load(Ordering::Relaxed),
-                f[FAMILY_BYTES].load(Ordering::Relaxed),
-            )
-        };
+        let stored = |m: &Metrics, label: &str| counted(m, label, FAMILY_STORED);
         // The owner names the family of a key it tagged, and of one it
         // could not tag (classified again).
         let tag = owner.tag_for(b":1:user:42");
