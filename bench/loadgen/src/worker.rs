@@ -359,8 +359,17 @@ impl Conn {
     fn next_batch(&mut self, cx: &mut Ctx, now: Instant) {
         if let Some(pace) = cx.plan.pace {
             // Behind schedule (the server is slower than the rate): start
-            // now, and keep the pace from here.
-            self.due = (self.due + pace).max(now.checked_sub(pace).unwrap_or(now));
+            // now. More than one pace behind, the missed slots are skipped,
+            // but the connection keeps its place on its own grid of due
+            // times: resetting it to now would give every connection
+            // answered in the same pass of the server the same phase, and
+            // the offered load would arrive in bursts.
+            let mut due = self.due + pace;
+            if now > due + pace {
+                let missed = (now - due).as_nanos() / pace.as_nanos();
+                due += pace * u32::try_from(missed).unwrap_or(u32::MAX);
+            }
+            self.due = due;
             if self.due > now {
                 self.waiting = true;
                 return;
