@@ -358,18 +358,7 @@ impl Conn {
     /// Starts the next batch now, or (paced) marks it waiting for its time.
     fn next_batch(&mut self, cx: &mut Ctx, now: Instant) {
         if let Some(pace) = cx.plan.pace {
-            // Behind schedule (the server is slower than the rate): start
-            // now. More than one pace behind, the missed slots are skipped,
-            // but the connection keeps its place on its own grid of due
-            // times: resetting it to now would give every connection
-            // answered in the same pass of the server the same phase, and
-            // the offered load would arrive in bursts.
-            let mut due = self.due + pace;
-            if now > due + pace {
-                let missed = (now - due).as_nanos() / pace.as_nanos();
-                due += pace * u32::try_from(missed).unwrap_or(u32::MAX);
-            }
-            self.due = due;
+            self.due = next_due(self.due, pace, now);
             if self.due > now {
                 self.waiting = true;
                 return;
@@ -377,6 +366,22 @@ impl Conn {
         }
         self.start_batch(cx);
     }
+}
+
+/// When a paced connection's next batch is due, its last one having been
+/// due at `due`: one `pace` later. Behind schedule (the server is slower
+/// than the rate) that is already past, and the batch starts at once; more
+/// than one pace behind, the missed slots are skipped, but the connection
+/// keeps its place on its own grid of due times. Resetting the grid to
+/// `now` would give every connection answered in the same pass of the
+/// server the same phase, and the offered load would arrive in bursts.
+fn next_due(due: Instant, pace: Duration, now: Instant) -> Instant {
+    let next = due + pace;
+    if now <= next + pace {
+        return next;
+    }
+    let missed = (now - next).as_nanos() / pace.as_nanos().max(1);
+    next + pace * u32::try_from(missed).unwrap_or(u32::MAX)
 }
 
 /// A thread's connections and its poller.
@@ -536,5 +541,41 @@ impl Worker {
             }
         }
         PhaseEnd { stats, aborted }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PACE: Duration = Duration::from_millis(2);
+
+    #[test]
+    fn on_schedule_the_next_batch_is_one_pace_later() {
+        let t0 = Instant::now();
+        assert_eq!(next_due(t0, PACE, t0 + PACE / 2), t0 + PACE);
+        // Less than a pace late: due already, and the grid stays.
+        assert_eq!(next_due(t0, PACE, t0 + PACE * 3 / 2), t0 + PACE);
+    }
+
+    #[test]
+    fn far_behind_skips_missed_slots_but_keeps_the_connections_phase() {
+        let t0 = Instant::now();
+        // Two connections half a pace apart, both answered at the same
+        // moment, several paces late.
+        let a = t0;
+        let b = t0 + PACE / 2;
+        let now = t0 + PACE * 7 + Duration::from_micros(300);
+        let (next_a, next_b) = (next_due(a, PACE, now), next_due(b, PACE, now));
+        for (start, next) in [(a, next_a), (b, next_b)] {
+            assert!(
+                next <= now && now - next < PACE,
+                "due at once, within a pace"
+            );
+            let offset = (next - start).as_nanos() % PACE.as_nanos();
+            assert_eq!(offset, 0, "still on its own grid");
+        }
+        // a's grid is t0 + 2k ms, b's t0 + 1 + 2k ms: 14 and 13 ms.
+        assert_eq!(next_a - next_b, PACE / 2, "phases kept apart");
     }
 }
