@@ -370,17 +370,14 @@ impl Conn {
 
 /// When a paced connection's next batch is due, its last one having been
 /// due at `due`: one `pace` later. Behind schedule (the server is slower
-/// than the rate) that is already past, and the batch starts at once; more
-/// than one pace behind, the missed slots are skipped, but the connection
-/// keeps its place on its own grid of due times. Resetting the grid to
-/// `now` would give every connection answered in the same pass of the
-/// server the same phase, and the offered load would arrive in bursts.
+/// than the rate) that is already past, and the batch starts at once; the
+/// whole paces missed beyond it are skipped, but the connection keeps its
+/// place on its own grid of due times. Resetting the grid to `now` would
+/// give every connection answered in the same pass of the server the same
+/// phase, and the offered load would arrive in bursts.
 fn next_due(due: Instant, pace: Duration, now: Instant) -> Instant {
     let next = due + pace;
-    if now <= next + pace {
-        return next;
-    }
-    let missed = (now - next).as_nanos() / pace.as_nanos().max(1);
+    let missed = now.saturating_duration_since(next).as_nanos() / pace.as_nanos().max(1);
     next + pace * u32::try_from(missed).unwrap_or(u32::MAX)
 }
 
